@@ -1,0 +1,3 @@
+from flexaudit.cli import main
+
+main()

@@ -1,0 +1,276 @@
+"""The public anchor: a dense model stored as a 1-expert FlexOlmo checkpoint that everyone trains against.
+
+An anchor directory is a standard Hugging Face checkpoint (config.json, model.safetensors, tokenizer files)
+plus anchor.json: its root digest over every other file, where it came from, and how the public router row
+was made. Expert packages name the anchor by that digest; merge refuses an expert trained on another anchor.
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from flexaudit import __version__
+from flexaudit.checkpoint import copy_tokenizer, read_hf_weights, read_json, refuse_pickle, write_hf_checkpoint
+from flexaudit.data import Document, load_documents
+from flexaudit.data.split import split_documents
+from flexaudit.digest import root_digest, text_sha256
+from flexaudit.errors import InputError, IntegrityError
+from flexaudit.fsutil import atomic_write_json, staged_directory
+from flexaudit.model import FlexOlmo, ModelConfig
+from flexaudit.progress import NULL_PROGRESS, Progress
+from flexaudit.router_init import DEFAULT_ROUTER_INIT, router_rows
+from flexaudit.tokenizer import encode_documents, load_tokenizer, train_tokenizer
+from flexaudit.training import PackedStream, TrainSettings, train
+
+ANCHOR_FILE = "anchor.json"
+ANCHOR_FORMAT = "flexaudit-anchor/1"
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A model size and the training schedule that fits it on a 2-core CPU."""
+
+    vocab_size: int
+    hidden_size: int
+    intermediate_size: int
+    num_layers: int
+    num_heads: int
+    seq_len: int
+    steps: int
+    batch_size: int
+    lr: float
+
+    def model_config(self, vocab_size: int) -> ModelConfig:
+        return ModelConfig(
+            vocab_size=vocab_size,
+            hidden_size=self.hidden_size,
+            intermediate_size=self.intermediate_size,
+            num_layers=self.num_layers,
+            num_heads=self.num_heads,
+            max_seq_len=self.seq_len,
+            pad_token_id=0,
+            eos_token_id=1,
+        )
+
+    def settings(self, *, steps: int | None, seed: int) -> TrainSettings:
+        steps = steps or self.steps
+        return TrainSettings(
+            steps=steps,
+            batch_size=self.batch_size,
+            seq_len=self.seq_len,
+            lr=self.lr,
+            warmup_steps=max(1, min(100, steps // 10)),
+            weight_decay=0.1,
+            seed=seed,
+        )
+
+
+PRESETS = {
+    # tests: trains in seconds
+    "tiny": Preset(vocab_size=512, hidden_size=64, intermediate_size=192, num_layers=2, num_heads=4, seq_len=64, steps=150, batch_size=16, lr=3e-3),
+    # the demo: a few minutes on 2 cores
+    "small": Preset(vocab_size=2048, hidden_size=128, intermediate_size=384, num_layers=4, num_heads=4, seq_len=128, steps=900, batch_size=16, lr=2e-3),
+}
+
+
+@dataclass
+class Anchor:
+    directory: Path
+    model: FlexOlmo
+    tokenizer: object
+    info: dict
+
+    @property
+    def root_digest(self) -> str:
+        return self.info["root_digest"]
+
+    @property
+    def config(self) -> ModelConfig:
+        return self.model.config
+
+
+def software_versions() -> dict:
+    import tokenizers
+    import transformers
+
+    return {
+        "flexaudit": __version__,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "tokenizers": tokenizers.__version__,
+    }
+
+
+def _load_corpus(paths: list[Path]) -> list[Document]:
+    if not paths:
+        raise InputError("no corpus given: pass --corpus PATH at least once")
+    docs: list[Document] = []
+    for p in paths:
+        docs.extend(load_documents(p))
+    return docs
+
+
+def _publish(directory: Path, model: FlexOlmo, tokenizer_dir: Path, info: dict, *, overwrite: bool) -> str:
+    """Write the checkpoint and anchor.json into `directory` atomically; returns the root digest."""
+    if directory.exists() and not overwrite:
+        raise InputError(f"{directory} already exists: choose another --out or pass --force to replace it")
+    with staged_directory(directory, replace=overwrite) as tmp:
+        write_hf_checkpoint(tmp, model, tokenizer_from=tokenizer_dir)
+        info = {**info, "format": ANCHOR_FORMAT, "root_digest": root_digest(tmp, exclude=[ANCHOR_FILE])}
+        atomic_write_json(tmp / ANCHOR_FILE, info)
+    return info["root_digest"]
+
+
+def _set_public_row(model: FlexOlmo, tokenizer, texts: list[str], method: str, seed: int) -> None:
+    rows = router_rows(method, model, tokenizer, texts, seed=seed)  # (L, H)
+    with torch.no_grad():
+        for layer, row in zip(model.model.layers, rows):
+            layer.mlp.gate.rows[0].weight.copy_(row[None])
+
+
+def train_anchor(
+    corpus: list[Path],
+    out: Path,
+    *,
+    preset: str = "small",
+    steps: int | None = None,
+    seed: int = 0,
+    router_init: str = DEFAULT_ROUTER_INIT,
+    resume: bool = False,
+    overwrite: bool = False,
+    progress: Progress = NULL_PROGRESS,
+) -> dict:
+    """Train a tokenizer and a small OLMo-2-style model from scratch on public text."""
+    if preset not in PRESETS:
+        raise InputError(f"unknown preset {preset!r}: choose one of {', '.join(PRESETS)}")
+    if out.exists() and not overwrite and not resume:
+        raise InputError(f"{out} already exists: choose another --out or pass --force to replace it")
+    p = PRESETS[preset]
+    docs = _load_corpus(corpus)
+    split = split_documents(docs, seed=seed, holdout_fraction=0.05)
+    local = local_dir(out)
+    local.mkdir(parents=True, exist_ok=True)
+
+    tokenizer_dir = local / "tokenizer"
+    if resume and (tokenizer_dir / "tokenizer.json").is_file():
+        tokenizer = load_tokenizer(tokenizer_dir)
+    else:
+        progress.note(f"training a {p.vocab_size}-token byte-level BPE tokenizer on {len(split.members)} documents")
+        tokenizer = train_tokenizer((d.text for d in split.members), vocab_size=p.vocab_size)
+        tokenizer.save_pretrained(str(tokenizer_dir))
+    torch.manual_seed(seed)
+    model = FlexOlmo(p.model_config(len(tokenizer)))
+    settings = p.settings(steps=steps, seed=seed)
+    stream = PackedStream(
+        encode_documents(tokenizer, [d.text for d in split.members]),
+        seq_len=settings.seq_len,
+        batch_size=settings.batch_size,
+        seed=seed,
+    )
+    identity = {"kind": "anchor", "preset": asdict(p), "documents": text_sha256("".join(sorted(d.sha256 for d in split.members)))}
+    result = train(
+        model, stream, settings, checkpoint_dir=local / "checkpoints", resume=resume,
+        identity=identity, progress=progress, description="anchor",
+    )
+    _set_public_row(model, tokenizer, [d.text for d in split.members], router_init, seed)
+    _write_holdout(local, split.holdout)
+    info = {
+        "provenance": {
+            "source": "trained",
+            "preset": preset,
+            "documents": len(split.members),
+            "holdout_documents": len(split.holdout),
+            "training": {**asdict(settings), "tokens": result.tokens, "epochs": round(result.epochs, 3),
+                         "final_loss": result.final_loss, "seconds": round(result.seconds, 1)},
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "software": software_versions(),
+        },
+        "router": {"public_row": router_init, "seed": seed},
+    }
+    digest = _publish(out, model, tokenizer_dir, info, overwrite=overwrite or resume)
+    return {"root_digest": digest, "out": str(out), "local": str(local), "training": result, "parameters": model.num_parameters()}
+
+
+def import_anchor(
+    hf_dir: Path,
+    out: Path,
+    *,
+    public_data: Path | None = None,
+    router_init: str = DEFAULT_ROUTER_INIT,
+    seed: int = 0,
+    overwrite: bool = False,
+) -> dict:
+    """Take a local dense OLMo-2 (or 1-expert FlexOlmo) checkpoint with its tokenizer as the anchor."""
+    from flexaudit.checkpoint import read_model_config
+
+    if not hf_dir.is_dir():
+        raise InputError(f"checkpoint directory not found: {hf_dir}")
+    refuse_pickle(hf_dir)
+    hf = read_json(hf_dir / "config.json", "config.json")
+    cfg = read_model_config(hf_dir)
+    if cfg.num_experts != 1:
+        raise InputError(
+            f"{hf_dir} holds {cfg.num_experts} experts: an anchor is a dense or 1-expert model, not a merged pool"
+        )
+    model = FlexOlmo.from_hf_state_dict(cfg, read_hf_weights(hf_dir)).eval()
+    tokenizer = load_tokenizer(hf_dir)
+    if len(tokenizer) > cfg.vocab_size:
+        raise InputError(f"the tokenizer has {len(tokenizer)} tokens but the model only {cfg.vocab_size}")
+    if public_data is not None:
+        _set_public_row(model, tokenizer, [d.text for d in load_documents(public_data)], router_init, seed)
+        row = router_init
+    else:
+        row = "kept from the checkpoint (zeros for a dense model: the public logit is the constant 0)"
+    info = {
+        "provenance": {
+            "source": "imported",
+            "from_model_type": hf.get("model_type"),
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "software": software_versions(),
+        },
+        "router": {"public_row": row, "seed": seed},
+    }
+    digest = _publish(out, model, hf_dir, info, overwrite=overwrite)
+    return {"root_digest": digest, "out": str(out), "parameters": model.num_parameters()}
+
+
+def local_dir(out: Path) -> Path:
+    """Owner-side state next to an artifact (checkpoints, holdout text): stays on this machine, never shared."""
+    return out.with_name(out.name + ".local")
+
+
+def _write_holdout(local: Path, holdout: list[Document]) -> None:
+    import json
+
+    from flexaudit.fsutil import atomic_write_text
+
+    lines = [json.dumps({"id": d.id, "text": d.text, **({"subject": d.subject} if d.subject else {})}) for d in holdout]
+    atomic_write_text(local / "holdout.jsonl", "\n".join(lines) + "\n")
+
+
+def load_anchor(directory: str | Path) -> Anchor:
+    """Load and verify an anchor: its files must still have the root digest anchor.json states."""
+    from flexaudit.checkpoint import load_flexolmo
+
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise InputError(f"anchor directory not found: {directory}")
+    info = read_json(directory / ANCHOR_FILE, "anchor.json (is this an anchor made by `flexaudit anchor`?)")
+    if info.get("format") != ANCHOR_FORMAT:
+        raise InputError(f"{directory / ANCHOR_FILE} has format {info.get('format')!r}, expected {ANCHOR_FORMAT!r}")
+    actual = root_digest(directory, exclude=[ANCHOR_FILE])
+    if actual != info.get("root_digest"):
+        raise IntegrityError(
+            f"anchor {directory} was modified: its files hash to {actual[:19]}… but anchor.json states "
+            f"{str(info.get('root_digest'))[:19]}…; restore the original anchor"
+        )
+    model = load_flexolmo(directory)
+    if model.config.num_experts != 1:
+        raise IntegrityError(f"anchor {directory} has {model.config.num_experts} experts; an anchor has exactly 1")
+    return Anchor(directory=directory, model=model, tokenizer=load_tokenizer(directory), info=info)

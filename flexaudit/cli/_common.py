@@ -1,0 +1,95 @@
+"""Shared command-line plumbing: the consoles, the rich progress reporter and error mapping."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import traceback
+from typing import Any, Callable, TypeVar
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from flexaudit.errors import FlexauditError
+
+# emoji off: digests such as "hmac-sha256:abc:" must never turn into pictures
+out = Console(highlight=False, soft_wrap=True, emoji=False)
+err = Console(stderr=True, highlight=False, soft_wrap=True, emoji=False)
+
+T = TypeVar("T")
+
+
+class _RichTask:
+    def __init__(self, progress: Progress, task_id: int):
+        self._progress, self._id = progress, task_id
+
+    def advance(self, n: int = 1, **fields: object) -> None:
+        status = "  ".join(f"{k} {_fmt(v)}" for k, v in fields.items())
+        self._progress.update(self._id, advance=n, status=status)
+
+    def close(self) -> None:
+        self._progress.stop_task(self._id)
+
+
+def _fmt(value: object) -> str:
+    if isinstance(value, float):
+        return f"{value:,.4g}" if abs(value) < 1e4 else f"{value:,.0f}"
+    return str(value)
+
+
+class RichProgress:
+    """Progress bars on stderr, so stdout stays clean for tables and --json."""
+
+    def __init__(self) -> None:
+        self._progress = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            TextColumn("{task.fields[status]}"),
+            console=err,
+            transient=False,
+        )
+
+    def __enter__(self) -> "RichProgress":
+        self._progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._progress.stop()
+
+    def task(self, description: str, total: int | None = None) -> _RichTask:
+        return _RichTask(self._progress, self._progress.add_task(description, total=total, status=""))
+
+    def note(self, message: str) -> None:
+        self._progress.console.print(message, markup=False)
+
+
+def guarded(fn: Callable[[], T]) -> T:
+    """Run a library call; turn a FlexauditError into its one line on stderr and its exit code."""
+    try:
+        return fn()
+    except FlexauditError as exc:
+        err.print(f"error: {exc.message}", markup=False)
+        raise typer.Exit(exc.exit_code) from None
+    except KeyboardInterrupt:
+        err.print("interrupted: nothing already stored was changed; resume where the command supports --resume")
+        raise typer.Exit(130) from None
+    except (typer.Exit, typer.Abort):
+        raise
+    except Exception as exc:  # a bug, not bad input: still one line, fail closed
+        if os.environ.get("FLEXAUDIT_DEBUG"):
+            traceback.print_exc()
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        err.print(
+            f"internal error: {type(exc).__name__}: {first} (a bug; rerun with FLEXAUDIT_DEBUG=1 for the traceback)",
+            markup=False,
+        )
+        raise typer.Exit(2) from None
+
+
+def print_json(obj: Any) -> None:
+    sys.stdout.write(json.dumps(obj, indent=2, sort_keys=True) + "\n")

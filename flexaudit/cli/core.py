@@ -1,0 +1,216 @@
+"""Commands of the training core: anchor, expert, merge, eval, generate, demo."""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.table import Table
+
+from flexaudit.cli._common import RichProgress, err, guarded, out, print_json
+
+anchor_app = typer.Typer(help="Create the public anchor model every expert is trained against.", no_args_is_help=True)
+expert_app = typer.Typer(help="Train an expert on your own data and package it for sharing.", no_args_is_help=True)
+
+
+class PresetChoice(str, Enum):
+    tiny = "tiny"
+    small = "small"
+
+
+class RouterInitChoice(str, Enum):
+    hidden_mean = "hidden-mean"
+    embedder = "embedder"
+    random = "random"
+
+
+@anchor_app.command("train")
+def anchor_train(
+    corpus: Annotated[list[Path], typer.Option("--corpus", help="Public training text (repeatable): .txt folder, .jsonl, .csv, .parquet.")],
+    out_dir: Annotated[Path, typer.Option("--out", help="Anchor directory to create.")],
+    preset: Annotated[PresetChoice, typer.Option(help="Model size: tiny (tests) or small (demo).")] = PresetChoice.small,
+    steps: Annotated[Optional[int], typer.Option(help="Optimizer steps (default: the preset's).")] = None,
+    seed: Annotated[int, typer.Option(help="Seed for the split, initialisation and data order.")] = 0,
+    router_init: Annotated[RouterInitChoice, typer.Option(help="How the public router row is made.")] = RouterInitChoice.hidden_mean,
+    resume: Annotated[bool, typer.Option(help="Continue from the last checkpoint of an interrupted run.")] = False,
+    force: Annotated[bool, typer.Option(help="Replace an existing anchor directory.")] = False,
+) -> None:
+    """Train a small OLMo-2-style public model and its byte-level BPE tokenizer from scratch."""
+    from flexaudit.anchor import train_anchor
+
+    with RichProgress() as progress:
+        result = guarded(lambda: train_anchor(
+            corpus, out_dir, preset=preset.value, steps=steps, seed=seed, router_init=router_init.value,
+            resume=resume, overwrite=force, progress=progress,
+        ))
+    t = result["training"]
+    out.print(f"anchor: {result['out']}  ({result['parameters']:,} parameters, {t.tokens:,} tokens, final loss {t.final_loss:.3f})")
+    out.print(f"root digest: {result['root_digest']}")
+    out.print(f"owner-side files (checkpoints, holdout text): {result['local']}")
+
+
+@anchor_app.command("import")
+def anchor_import(
+    hf_dir: Annotated[Path, typer.Argument(help="Local dense OLMo-2 or 1-expert FlexOlmo checkpoint with its tokenizer.")],
+    out_dir: Annotated[Path, typer.Option("--out", help="Anchor directory to create.")],
+    public_data: Annotated[Optional[Path], typer.Option(help="Public text to derive the public router row from.")] = None,
+    router_init: Annotated[RouterInitChoice, typer.Option(help="How the public router row is made (with --public-data).")] = RouterInitChoice.hidden_mean,
+    force: Annotated[bool, typer.Option(help="Replace an existing anchor directory.")] = False,
+) -> None:
+    """Store a local checkpoint as a 1-expert FlexOlmo anchor with its root digest."""
+    from flexaudit.anchor import import_anchor
+
+    result = guarded(lambda: import_anchor(hf_dir, out_dir, public_data=public_data, router_init=router_init.value, overwrite=force))
+    out.print(f"anchor: {result['out']}  ({result['parameters']:,} parameters)")
+    out.print(f"root digest: {result['root_digest']}")
+
+
+@expert_app.command("train")
+def expert_train(
+    anchor: Annotated[Path, typer.Option(help="The anchor directory.")],
+    data: Annotated[Path, typer.Option(help="Your data: .txt folder, .jsonl, .csv or .parquet.")],
+    name: Annotated[str, typer.Option(help="The expert's name in merged models.")],
+    out_dir: Annotated[Path, typer.Option("--out", help="Package directory to create (what you share).")],
+    steps: Annotated[int, typer.Option(help="Optimizer steps.")] = 300,
+    batch_size: Annotated[int, typer.Option(help="Sequences per step.")] = 16,
+    seq_len: Annotated[Optional[int], typer.Option(help="Tokens per sequence (default: the anchor's context).")] = None,
+    lr: Annotated[float, typer.Option(help="Peak learning rate.")] = 2e-3,
+    seed: Annotated[int, typer.Option(help="Seed for the split and data order.")] = 0,
+    holdout_fraction: Annotated[float, typer.Option(help="Share of documents held out (non-members for audits).")] = 0.1,
+    subject_field: Annotated[Optional[str], typer.Option(help="Field naming the data subject of each record.")] = None,
+    router_init: Annotated[RouterInitChoice, typer.Option(help="How the expert's router row starts.")] = RouterInitChoice.hidden_mean,
+    router_bias: Annotated[bool, typer.Option(help="Train the method's negative router bias (dropped at merge).")] = False,
+    checkpoint_every: Annotated[int, typer.Option(help="Steps between checkpoints.")] = 50,
+    resume: Annotated[bool, typer.Option(help="Continue from the last checkpoint of an interrupted run.")] = False,
+    force: Annotated[bool, typer.Option(help="Replace an existing package directory.")] = False,
+) -> None:
+    """Train an expert against the frozen anchor; write the shareable package and keep the rest local."""
+    from flexaudit.expert import ExpertOptions, train_expert
+
+    def run():
+        options = ExpertOptions(
+            steps=steps, batch_size=batch_size, seq_len=seq_len, lr=lr, seed=seed, holdout_fraction=holdout_fraction,
+            router_init=router_init.value, router_bias=router_bias, checkpoint_every=checkpoint_every,
+        )
+        with RichProgress() as progress:
+            return train_expert(anchor_dir=anchor, data=data, name=name, out=out_dir, options=options,
+                                subject_field=subject_field, resume=resume, overwrite=force, progress=progress)
+
+    trained = guarded(run)
+    m = trained.manifest
+    out.print(f"expert {m['name']!r}: {trained.package}")
+    out.print(f"  trained {m['training']['steps']} steps on {m['split']['members']['count']} member documents "
+              f"({m['split']['holdout']['count']} held out), final loss {m['training']['final_loss']:.3f}")
+    out.print(f"  privacy: {m['privacy']['statement']}")
+    out.print(f"  content root digest: {m['content_root_digest']}")
+    out.print(f"  owner-only files (checkpoints, split text): {trained.local}")
+
+
+def merge_cmd(
+    experts: Annotated[list[Path], typer.Argument(help="Expert package directories.")],
+    anchor: Annotated[Path, typer.Option(help="The anchor every expert was trained on.")],
+    out_dir: Annotated[Path, typer.Option("--out", help="Merged checkpoint directory to create.")],
+    top_k: Annotated[Optional[int], typer.Option(help="Experts mixed per token (default: measured best, see README).")] = None,
+    force: Annotated[bool, typer.Option(help="Replace an existing directory.")] = False,
+) -> None:
+    """Merge expert packages into one Hugging Face FlexOlmo checkpoint, without retraining."""
+    from flexaudit.merge import merge
+
+    pool = guarded(lambda: merge(anchor, experts, out_dir, top_k=top_k, overwrite=force))
+    out.print(f"merged model: {pool.directory}  (experts: {', '.join(pool.expert_names)}; top-{pool.info['top_k']})")
+    out.print("load it with transformers.AutoModelForCausalLM.from_pretrained(dir)")
+
+
+def eval_cmd(
+    model_dir: Annotated[Path, typer.Argument(help="Anchor, merged model, plain FlexOlmo directory, or expert package (with --anchor).")],
+    data: Annotated[list[str], typer.Option("--data", help="NAME=PATH of held-out documents (repeatable).")],
+    exclude: Annotated[list[str], typer.Option("--exclude", help="Expert to switch off (repeatable).")] = [],
+    anchor: Annotated[Optional[Path], typer.Option(help="The anchor, when MODEL_DIR is an expert package.")] = None,
+    batch_size: Annotated[int, typer.Option(help="Windows per forward pass.")] = 16,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON only.")] = False,
+) -> None:
+    """Per-domain perplexity on held-out data."""
+    from flexaudit.data import load_documents
+    from flexaudit.errors import InputError
+    from flexaudit.evaluate import perplexity
+    from flexaudit.merge import open_model
+    from flexaudit.tokenizer import load_tokenizer
+
+    def run():
+        domains = {}
+        for item in data:
+            name, sep, path = item.partition("=")
+            if not sep or not name or not path:
+                raise InputError(f"--data {item!r} must be NAME=PATH")
+            domains[name] = [d.text for d in load_documents(Path(path))]
+        model, names, tokenizer_dir = open_model(model_dir, anchor_dir=anchor, exclude=exclude)
+        tokenizer = load_tokenizer(tokenizer_dir)
+        with RichProgress() as progress:
+            scores = {n: perplexity(model, tokenizer, texts, batch_size=batch_size, progress=progress, description=f"eval {n}")
+                      for n, texts in domains.items()}
+        return names, scores
+
+    names, scores = guarded(run)
+    if as_json:
+        print_json({"model": str(model_dir), "experts": names, "excluded": exclude,
+                    "domains": {n: s.as_dict() for n, s in scores.items()}})
+        return
+    table = Table(title=f"{model_dir}  (experts: {', '.join(names)})")
+    for col in ("domain", "documents", "tokens", "perplexity"):
+        table.add_column(col, justify="left" if col == "domain" else "right")
+    for n, s in scores.items():
+        table.add_row(n, f"{s.documents:,}", f"{s.tokens:,}", f"{s.perplexity:.2f}")
+    out.print(table)
+
+
+def generate_cmd(
+    model_dir: Annotated[Path, typer.Argument(help="Anchor, merged model or plain FlexOlmo directory.")],
+    prompt: Annotated[str, typer.Option(help="Text to continue.")],
+    exclude: Annotated[list[str], typer.Option("--exclude", help="Expert to switch off (repeatable).")] = [],
+    anchor: Annotated[Optional[Path], typer.Option(help="The anchor, when MODEL_DIR is an expert package.")] = None,
+    max_new_tokens: Annotated[int, typer.Option(help="Tokens to generate.")] = 64,
+    sample: Annotated[bool, typer.Option(help="Sample (top-p 0.95) instead of greedy decoding.")] = False,
+    seed: Annotated[int, typer.Option(help="Seed for sampling.")] = 0,
+) -> None:
+    """Continue a prompt with the model (through transformers, with a KV cache)."""
+    from flexaudit.generation import generate
+
+    text = guarded(lambda: generate(model_dir, prompt, exclude=exclude, anchor_dir=anchor,
+                                    max_new_tokens=max_new_tokens, sample=sample, seed=seed))
+    out.print(text, markup=False)
+
+
+def demo_cmd(
+    workdir: Annotated[Path, typer.Option(help="Where every artifact goes.")] = Path("demo-output"),
+    quick: Annotated[bool, typer.Option(help="A small version (tiny models, fewer steps) for tests.")] = False,
+    force: Annotated[bool, typer.Option(help="Replace artifacts of an earlier demo run in --workdir.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON only.")] = False,
+) -> None:
+    """The whole main job on built-in data: anchor, experts, merge, evaluation, opt-out."""
+    from flexaudit.demo import run_demo
+
+    def run():
+        with RichProgress() as progress:
+            return run_demo(workdir, quick=quick, overwrite=force, progress=progress)
+
+    result = guarded(run)
+    if as_json:
+        print_json(result.as_dict())
+        return
+    from flexaudit.cli.render import print_demo
+
+    print_demo(result)
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(anchor_app, name="anchor")
+    app.add_typer(expert_app, name="expert")
+    app.command("merge")(merge_cmd)
+    app.command("eval")(eval_cmd)
+    app.command("generate")(generate_cmd)
+    app.command("demo")(demo_cmd)
+
+
+__all__ = ["register", "err"]

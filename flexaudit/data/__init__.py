@@ -1,0 +1,5 @@
+"""Training and evaluation data: loaders, the member/holdout split and the built-in corpus."""
+
+from flexaudit.data.documents import Document, load_documents
+
+__all__ = ["Document", "load_documents"]

@@ -1,0 +1,432 @@
+"""The anchored mixture-of-experts language model (FlexOlmo), all of it in this one file.
+
+Architecture (OLMo-2 decoder with a mixture-of-experts feed-forward, as Hugging Face `FlexOlmo`):
+    x = embed(tokens)
+    per layer:  x = x + norm(attention(x))          # post-norm, QK-norm over the full projection
+                x = x + norm(moe(x))                # softmax over all router logits, then top-k
+    logits = lm_head(norm(x))
+
+What flexaudit needs beyond the Hugging Face class, and why this file exists:
+  * experts are separate `nn.Linear` modules, and each router row is its own `nn.Linear(H, 1)`, so that
+    slot 0 (the frozen public expert and its row) and slot 1 (the owner's new expert) are different
+    parameters, and so Opacus can compute per-sample gradients (it has no sampler for fused 3-D tensors);
+  * an optional non-positive bias on the non-public router logits (the method's learnable negative bias),
+    which the Hugging Face router cannot hold;
+  * masking an expert's logit to minus infinity, to prove that removing an expert is exactly opt-out.
+
+Parameter names equal the Hugging Face on-disk names (`model.layers.3.mlp.experts.1.up_proj.weight`) except
+the router, whose rows are concatenated into `mlp.gate.weight` on export. Every checkpoint on disk is a
+standard FlexOlmo checkpoint; `from_hf` / `hf_state_dict` convert.
+
+References: Shi et al. 2025, "FlexOlmo: Open Language Models for Flexible Data Use" (arXiv:2507.07024);
+OLMo 2 (arXiv:2501.00656); transformers `models/flex_olmo`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from flexaudit.errors import InputError, IntegrityError
+
+
+@dataclass
+class ModelConfig:
+    vocab_size: int
+    hidden_size: int
+    intermediate_size: int
+    num_layers: int
+    num_heads: int
+    num_kv_heads: int | None = None  # None: as many as query heads (OLMo-2 7B); fewer is grouped-query attention
+    max_seq_len: int = 256  # the context length trained for; RoPE itself has no hard limit
+    rope_theta: float = 500_000.0  # OLMo-2 / FlexOlmo value
+    rms_norm_eps: float = 1e-6
+    num_experts: int = 1  # slot 0 is always the public expert of the anchor
+    top_k: int = 1  # experts mixed per token; softmax is over all experts first, then top-k (no renormalisation)
+    norm_topk_prob: bool = False  # FlexOlmo: False
+    router_bias: bool = False  # the method's bias <= 0 on non-public logits; cannot be exported to Hugging Face
+    pad_token_id: int = 0
+    eos_token_id: int = 1
+    bos_token_id: int | None = None
+    tie_word_embeddings: bool = False
+
+    def __post_init__(self) -> None:
+        if self.num_kv_heads is None:
+            self.num_kv_heads = self.num_heads
+        if self.hidden_size % self.num_heads or self.num_heads % self.num_kv_heads:
+            raise InputError(
+                f"hidden size {self.hidden_size} must divide into {self.num_heads} heads and heads into "
+                f"{self.num_kv_heads} key/value heads"
+            )
+        if not 1 <= self.top_k <= self.num_experts:
+            raise InputError(f"top-k must be between 1 and the number of experts ({self.num_experts}), got {self.top_k}")
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_heads
+
+    def replace(self, **changes) -> "ModelConfig":
+        return ModelConfig(**{**asdict(self), **changes})
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ModelConfig":
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+    # --- Hugging Face FlexOlmoConfig ------------------------------------------------------------------
+    def hf_config(self) -> dict:
+        """The config.json fields of the equivalent Hugging Face FlexOlmo checkpoint."""
+        return {
+            "architectures": ["FlexOlmoForCausalLM"],
+            "model_type": "flex_olmo",
+            "vocab_size": self.vocab_size,
+            "hidden_size": self.hidden_size,
+            "intermediate_size": self.intermediate_size,
+            "num_hidden_layers": self.num_layers,
+            "num_attention_heads": self.num_heads,
+            "num_key_value_heads": self.num_kv_heads,
+            "hidden_act": "silu",
+            "max_position_embeddings": self.max_seq_len,
+            "rope_parameters": {"rope_type": "default", "rope_theta": self.rope_theta},
+            "rms_norm_eps": self.rms_norm_eps,
+            "num_experts": self.num_experts,
+            "num_experts_per_tok": self.top_k,
+            "norm_topk_prob": self.norm_topk_prob,
+            "output_router_logits": False,
+            "pad_token_id": self.pad_token_id,
+            "eos_token_id": self.eos_token_id,
+            "bos_token_id": self.bos_token_id,
+            "tie_word_embeddings": self.tie_word_embeddings,
+            "attention_bias": False,
+            "attention_dropout": 0.0,
+            "use_cache": True,
+            "dtype": "float32",
+        }
+
+    @classmethod
+    def from_hf(cls, hf: dict) -> "ModelConfig":
+        """Read a FlexOlmo (or dense OLMo-2, as one expert) config.json; refuse what this model cannot run."""
+        model_type = hf.get("model_type")
+        if model_type not in ("flex_olmo", "olmo2"):
+            raise InputError(f"unsupported model type {model_type!r}: flexaudit reads FlexOlmo and OLMo-2 checkpoints")
+        if hf.get("hidden_act", "silu") != "silu":
+            raise InputError(f"unsupported activation {hf.get('hidden_act')!r}: FlexOlmo uses silu")
+        if hf.get("attention_bias"):
+            raise InputError("checkpoints with attention bias are not OLMo-2 style and are not supported")
+        rope = hf.get("rope_parameters") or {}
+        scaling = hf.get("rope_scaling") or {}
+        rope_type = rope.get("rope_type") or scaling.get("rope_type") or scaling.get("type") or "default"
+        if rope_type != "default":
+            raise InputError(f"unsupported RoPE scaling {rope_type!r}: only default RoPE is implemented")
+        theta = rope.get("rope_theta", hf.get("rope_theta", 500_000.0 if model_type == "flex_olmo" else 10_000.0))
+        eos = hf.get("eos_token_id")
+        if isinstance(eos, list):
+            eos = eos[0]
+        dense = model_type == "olmo2"
+        return cls(
+            vocab_size=hf["vocab_size"],
+            hidden_size=hf["hidden_size"],
+            intermediate_size=hf["intermediate_size"],
+            num_layers=hf["num_hidden_layers"],
+            num_heads=hf["num_attention_heads"],
+            num_kv_heads=hf.get("num_key_value_heads"),
+            max_seq_len=hf.get("max_position_embeddings", 2048),
+            rope_theta=float(theta),
+            rms_norm_eps=hf.get("rms_norm_eps", 1e-6),
+            num_experts=1 if dense else hf.get("num_experts", 1),
+            top_k=1 if dense else hf.get("num_experts_per_tok", 1),
+            norm_topk_prob=False if dense else bool(hf.get("norm_topk_prob", False)),
+            pad_token_id=hf.get("pad_token_id") if hf.get("pad_token_id") is not None else 0,
+            eos_token_id=eos if eos is not None else 0,
+            bos_token_id=hf.get("bos_token_id"),
+            tie_word_embeddings=bool(hf.get("tie_word_embeddings", False)),
+        )
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(dim))
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = x.float()
+        h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.eps)
+        return (self.weight * h).to(x.dtype)
+
+
+def rotary_tables(cfg: ModelConfig, seq_len: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    inv_freq = 1.0 / (cfg.rope_theta ** (torch.arange(0, cfg.head_dim, 2, dtype=torch.float, device=device) / cfg.head_dim))
+    freqs = torch.arange(seq_len, device=device, dtype=torch.float)[:, None] * inv_freq  # (T, hd/2)
+    emb = torch.cat((freqs, freqs), dim=-1)  # (T, hd)
+    return emb.cos(), emb.sin()
+
+
+def _rotate_half(x: torch.Tensor) -> torch.Tensor:
+    x1, x2 = x.chunk(2, dim=-1)
+    return torch.cat((-x2, x1), dim=-1)
+
+
+class Attention(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.nh, self.nkv, self.hd = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
+        self.q_proj = nn.Linear(cfg.hidden_size, self.nh * self.hd, bias=False)
+        self.k_proj = nn.Linear(cfg.hidden_size, self.nkv * self.hd, bias=False)
+        self.v_proj = nn.Linear(cfg.hidden_size, self.nkv * self.hd, bias=False)
+        self.o_proj = nn.Linear(self.nh * self.hd, cfg.hidden_size, bias=False)
+        # OLMo-2 normalises the whole q and k projections, not each head
+        self.q_norm = RMSNorm(self.nh * self.hd, cfg.rms_norm_eps)
+        self.k_norm = RMSNorm(self.nkv * self.hd, cfg.rms_norm_eps)
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        B, T, _ = x.shape
+        q = self.q_norm(self.q_proj(x)).view(B, T, self.nh, self.hd).transpose(1, 2)  # (B, nh, T, hd)
+        k = self.k_norm(self.k_proj(x)).view(B, T, self.nkv, self.hd).transpose(1, 2)  # (B, nkv, T, hd)
+        v = self.v_proj(x).view(B, T, self.nkv, self.hd).transpose(1, 2)  # (B, nkv, T, hd)
+        q = (q * cos + _rotate_half(q) * sin).to(x.dtype)
+        k = (k * cos + _rotate_half(k) * sin).to(x.dtype)
+        # Batches are right-padded, so a causal mask alone keeps every real token away from padding.
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=self.nkv != self.nh)  # (B, nh, T, hd)
+        return self.o_proj(y.transpose(1, 2).reshape(B, T, self.nh * self.hd))
+
+
+class FeedForward(nn.Module):
+    """One expert: a SwiGLU feed-forward network."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.gate_proj = nn.Linear(cfg.hidden_size, cfg.intermediate_size, bias=False)
+        self.up_proj = nn.Linear(cfg.hidden_size, cfg.intermediate_size, bias=False)
+        self.down_proj = nn.Linear(cfg.intermediate_size, cfg.hidden_size, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+
+
+class RouterBias(nn.Module):
+    """The method's per-expert bias on non-public logits, clamped to be <= 0 (slot 0 has none).
+
+    A module of its own so that a per-sample gradient sampler can be registered for it.
+    """
+
+    def __init__(self, num_experts: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.zeros(num_experts - 1))
+
+    def forward(self, logits: torch.Tensor) -> torch.Tensor:
+        shift = torch.cat((logits.new_zeros(1), self.weight.clamp(max=0.0)))  # (E,)
+        return logits + shift
+
+
+class Router(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.rows = nn.ModuleList(nn.Linear(cfg.hidden_size, 1, bias=False) for _ in range(cfg.num_experts))
+        self.bias = RouterBias(cfg.num_experts) if cfg.router_bias and cfg.num_experts > 1 else None
+        # Additive logit mask: minus infinity switches an expert off without touching its weights.
+        self.register_buffer("logit_mask", torch.zeros(cfg.num_experts), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits = torch.cat([row(x) for row in self.rows], dim=-1)  # (B, T, E)
+        if self.bias is not None:
+            logits = self.bias(logits)
+        return logits + self.logit_mask
+
+
+class MoE(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.top_k, self.norm_topk_prob = cfg.top_k, cfg.norm_topk_prob
+        self.gate = Router(cfg)
+        self.experts = nn.ModuleList(FeedForward(cfg) for _ in range(cfg.num_experts))
+
+    def routing_weights(self, x: torch.Tensor) -> torch.Tensor:
+        probs = F.softmax(self.gate(x).float(), dim=-1)  # (B, T, E), softmax over all experts first
+        if self.top_k < probs.shape[-1]:
+            top, idx = probs.topk(self.top_k, dim=-1)  # (B, T, k)
+            probs = torch.zeros_like(probs).scatter(-1, idx, top)
+        if self.norm_topk_prob:
+            probs = probs / probs.sum(-1, keepdim=True)
+        return probs.to(x.dtype)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w = self.routing_weights(x)  # (B, T, E)
+        # Every expert runs on every token; unselected ones get weight exactly 0. For the small models this
+        # toolkit trains on CPUs, dense compute is faster than gathering tokens per expert.
+        out = torch.zeros_like(x)
+        for e, expert in enumerate(self.experts):
+            out = out + w[..., e : e + 1] * expert(x)
+        return out
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.self_attn = Attention(cfg)
+        self.mlp = MoE(cfg)
+        self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+        self.post_feedforward_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        x = x + self.post_attention_layernorm(self.self_attn(x, cos, sin))
+        return x + self.post_feedforward_layernorm(self.mlp(x))
+
+
+class Decoder(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.hidden_size)
+        self.layers = nn.ModuleList(Block(cfg) for _ in range(cfg.num_layers))
+        self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+
+
+class FlexOlmo(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.config = cfg
+        self.model = Decoder(cfg)
+        self.lm_head = nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False)
+        if cfg.tie_word_embeddings:
+            self.lm_head.weight = self.model.embed_tokens.weight
+        self.apply(self._init_weights)
+
+    def _init_weights(self, module: nn.Module) -> None:
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+
+    def forward(self, input_ids: torch.Tensor, *, return_moe_inputs: bool = False):
+        """Logits (B, T, V). With return_moe_inputs, also each layer's router input (B, T, H)."""
+        T = input_ids.shape[1]
+        cos, sin = rotary_tables(self.config, T, input_ids.device)  # (T, hd) each
+        x = self.model.embed_tokens(input_ids)  # (B, T, H)
+        moe_inputs = []
+        for layer in self.model.layers:
+            x = x + layer.post_attention_layernorm(layer.self_attn(x, cos, sin))
+            if return_moe_inputs:
+                moe_inputs.append(x)
+            x = x + layer.post_feedforward_layernorm(layer.mlp(x))
+        logits = self.lm_head(self.model.norm(x))  # (B, T, V)
+        return (logits, moe_inputs) if return_moe_inputs else logits
+
+    # --- the anchored-MoE rules --------------------------------------------------------------------------
+    def freeze_anchor(self) -> list[str]:
+        """Freeze everything the anchor owns; leave trainable only the experts in slots 1.. and their router
+        rows and bias. Returns the trainable parameter names."""
+        for p in self.parameters():
+            p.requires_grad_(False)
+        for layer in self.model.layers:
+            for e in range(1, self.config.num_experts):
+                layer.mlp.experts[e].requires_grad_(True)
+                layer.mlp.gate.rows[e].requires_grad_(True)
+            if layer.mlp.gate.bias is not None:
+                layer.mlp.gate.bias.requires_grad_(True)
+        return [n for n, p in self.named_parameters() if p.requires_grad]
+
+    def mask_experts(self, slots: list[int]) -> None:
+        """Give these experts a router logit of minus infinity in every layer (for proofs; opt-out removes)."""
+        for layer in self.model.layers:
+            mask = torch.zeros_like(layer.mlp.gate.logit_mask)
+            mask[list(slots)] = float("-inf")
+            layer.mlp.gate.logit_mask.copy_(mask)
+
+    # --- conversion to and from the Hugging Face FlexOlmo layout ----------------------------------------
+    def hf_state_dict(self) -> dict[str, torch.Tensor]:
+        """Tensors under Hugging Face FlexOlmo names. The router bias is dropped: HF has no place for it."""
+        out = {}
+        for name, t in self.state_dict().items():
+            if ".mlp.gate." in name:
+                continue
+            if name == "lm_head.weight" and self.config.tie_word_embeddings:
+                continue
+            out[name] = t.detach().contiguous()
+        for i, layer in enumerate(self.model.layers):
+            rows = [row.weight.detach() for row in layer.mlp.gate.rows]  # E x (1, H)
+            out[f"model.layers.{i}.mlp.gate.weight"] = torch.cat(rows, dim=0).contiguous()  # (E, H)
+        return out
+
+    @classmethod
+    def from_hf_state_dict(cls, cfg: ModelConfig, tensors: dict[str, torch.Tensor]) -> "FlexOlmo":
+        """Build from Hugging Face FlexOlmo tensors; dense OLMo-2 tensors are read as a single expert."""
+        tensors = _dense_as_one_expert(tensors)
+        model = cls(cfg.replace(router_bias=False))
+        expected = model.hf_state_dict()
+        missing = sorted(set(expected) - set(tensors))
+        unexpected = sorted(set(tensors) - set(expected) - {"lm_head.weight"})
+        if missing or unexpected:
+            bad = (missing or unexpected)[0]
+            kind = "missing" if missing else "unexpected"
+            raise IntegrityError(
+                f"checkpoint does not match its config: {kind} tensor {bad} "
+                f"({len(missing)} missing, {len(unexpected)} unexpected)"
+            )
+        for name, ref in expected.items():
+            if tensors[name].shape != ref.shape:
+                raise IntegrityError(f"tensor {name} has shape {tuple(tensors[name].shape)}, config implies {tuple(ref.shape)}")
+        state = {}
+        for name, t in tensors.items():
+            if ".mlp.gate.weight" in name:
+                prefix = name[: -len("weight")]
+                for e in range(cfg.num_experts):
+                    state[f"{prefix}rows.{e}.weight"] = t[e : e + 1]
+            elif name == "lm_head.weight" and cfg.tie_word_embeddings:
+                continue
+            else:
+                state[name] = t
+        model.load_state_dict(state, strict=True)
+        if cfg.router_bias:  # keep the flag for training; the bias itself starts at zero
+            model = model.with_router_bias()
+        return model
+
+    def with_router_bias(self) -> "FlexOlmo":
+        biased = FlexOlmo(self.config.replace(router_bias=True))
+        biased.load_state_dict(self.state_dict(), strict=False)
+        return biased
+
+    def num_parameters(self, *, trainable_only: bool = False) -> int:
+        return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)
+
+
+def _dense_as_one_expert(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Rename a dense OLMo-2 FFN (`mlp.gate_proj`) to expert 0 and add a zero router row if there is none."""
+    if not any(".mlp.gate_proj." in k for k in tensors):
+        return tensors
+    out = {}
+    for k, t in tensors.items():
+        for proj in ("gate_proj", "up_proj", "down_proj"):
+            if k.endswith(f".mlp.{proj}.weight"):
+                k = k.replace(f".mlp.{proj}.", f".mlp.experts.0.{proj}.")
+        out[k] = t
+    for k in list(out):
+        if k.endswith(".mlp.experts.0.gate_proj.weight"):
+            layer = k[: -len("experts.0.gate_proj.weight")]
+            hidden = out[k].shape[1]
+            out.setdefault(f"{layer}gate.weight", torch.zeros(1, hidden, dtype=out[k].dtype))
+    return out
+
+
+def token_nll(logits: torch.Tensor, input_ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Summed next-token negative log-likelihood over positions where mask[:, 1:] is true."""
+    target_mask = mask[:, 1:]
+    lp = F.cross_entropy(
+        logits[:, :-1].reshape(-1, logits.shape[-1]).float(), input_ids[:, 1:].reshape(-1), reduction="none"
+    ).view_as(target_mask)  # (B, T-1)
+    return (lp * target_mask).sum()
+
+
+def causal_lm_loss(model: FlexOlmo, input_ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean next-token cross-entropy over real (unpadded) target positions."""
+    logits = model(input_ids)  # (B, T, V)
+    count = mask[:, 1:].sum().clamp(min=1)
+    return token_nll(logits, input_ids, mask) / count
+
+
+def perplexity_from(nll_sum: float, tokens: int) -> float:
+    return math.exp(nll_sum / tokens) if tokens else float("nan")

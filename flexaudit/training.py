@@ -1,0 +1,244 @@
+"""The training loop shared by anchor pretraining and expert training, with exact resume.
+
+Determinism contract: the batch at step s is a pure function of (token data, seed, s), the learning rate is a
+pure function of s, and a checkpoint holds every parameter being trained and the full optimizer state. A run
+killed at any point and resumed from its last checkpoint therefore replays the same steps and ends with
+bit-identical weights to an uninterrupted run (same machine, same thread count).
+
+Checkpoints are safetensors plus JSON (never pickle), written to a fresh directory and published by atomically
+rewriting a LATEST pointer, so a crash while saving leaves the previous checkpoint intact.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+import numpy as np
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from flexaudit.errors import InputError
+from flexaudit.fsutil import atomic_write_json, atomic_write_text, staged_directory
+from flexaudit.model import FlexOlmo, causal_lm_loss
+from flexaudit.progress import NULL_PROGRESS, Progress
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    steps: int
+    batch_size: int  # sequences per optimizer step
+    seq_len: int  # tokens per sequence
+    lr: float
+    warmup_steps: int
+    min_lr_ratio: float = 0.1  # cosine decays to this fraction of lr
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    seed: int = 0
+    checkpoint_every: int = 50
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "batch_size", "seq_len", "checkpoint_every"):
+            if getattr(self, name) < 1:
+                raise InputError(f"{name.replace('_', ' ')} must be at least 1, got {getattr(self, name)}")
+        if not self.lr > 0:
+            raise InputError(f"learning rate must be positive, got {self.lr}")
+
+    def lr_at(self, step: int) -> float:
+        """Linear warm-up, then cosine decay to min_lr_ratio * lr at the last step."""
+        if step < self.warmup_steps:
+            return self.lr * (step + 1) / self.warmup_steps
+        span = max(1, self.steps - self.warmup_steps)
+        progress = min(1.0, (step - self.warmup_steps) / span)
+        return self.lr * (self.min_lr_ratio + (1 - self.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+class PackedStream:
+    """Documents concatenated (each ending in end-of-text) in a seeded order per epoch, cut into rows.
+
+    Row r of the infinite stream lies in epoch r // rows_per_epoch; batch s is rows [s*B, (s+1)*B). The
+    tail of each epoch that does not fill a row is dropped (at most seq_len tokens per epoch).
+    """
+
+    def __init__(self, documents: list[list[int]], *, seq_len: int, batch_size: int, seed: int):
+        self.documents = [np.asarray(d, dtype=np.int64) for d in documents if len(d)]
+        self.row_len = seq_len + 1  # inputs and next-token targets come from the same row
+        self.batch_size, self.seed = batch_size, seed
+        self.total_tokens = int(sum(len(d) for d in self.documents))
+        self.rows_per_epoch = self.total_tokens // self.row_len
+        if self.rows_per_epoch == 0:
+            raise InputError(
+                f"too little data: {self.total_tokens} tokens cannot fill one sequence of {self.row_len}; "
+                "add documents or lower the sequence length"
+            )
+        self._epochs: dict[int, np.ndarray] = {}
+
+    def _epoch(self, epoch: int) -> np.ndarray:
+        if epoch not in self._epochs:
+            if len(self._epochs) > 2:
+                self._epochs.pop(min(self._epochs))
+            order = np.random.default_rng([self.seed, epoch]).permutation(len(self.documents))
+            self._epochs[epoch] = np.concatenate([self.documents[i] for i in order])
+        return self._epochs[epoch]
+
+    def batch(self, step: int) -> torch.Tensor:
+        rows = []
+        for r in range(step * self.batch_size, (step + 1) * self.batch_size):
+            epoch, idx = divmod(r, self.rows_per_epoch)
+            rows.append(self._epoch(epoch)[idx * self.row_len : (idx + 1) * self.row_len])
+        return torch.from_numpy(np.stack(rows))  # (B, T+1)
+
+    def epochs_for(self, steps: int) -> float:
+        return steps * self.batch_size / self.rows_per_epoch
+
+
+@dataclass
+class TrainResult:
+    steps: int
+    tokens: int
+    final_loss: float
+    mean_loss_last_10pct: float
+    seconds: float  # wall time of the steps run in this process (not those replayed from a checkpoint)
+    resumed_from: int  # 0 for a fresh run
+    epochs: float
+
+
+# --- checkpoints -----------------------------------------------------------------------------------------
+
+def _fault_point(name: str) -> None:
+    """Crash-consistency tests set FLEXAUDIT_FAULT=<name> to kill the process abruptly at this point."""
+    if os.environ.get("FLEXAUDIT_FAULT") == name:
+        os._exit(137)
+
+
+class Checkpoints:
+    def __init__(self, directory: Path):
+        self.directory = directory
+
+    def latest(self) -> Path | None:
+        pointer = self.directory / "LATEST"
+        if not pointer.is_file():
+            return None
+        path = self.directory / pointer.read_text().strip()
+        return path if (path / "meta.json").is_file() else None
+
+    def save(self, step: int, tensors: dict[str, torch.Tensor], meta: dict) -> None:
+        name = f"step-{step:08d}"
+        with staged_directory(self.directory / name, replace=True) as tmp:
+            save_file({k: v.detach().contiguous() for k, v in tensors.items()}, str(tmp / "state.safetensors"))
+            _fault_point(f"checkpoint-write:{step}")
+            atomic_write_json(tmp / "meta.json", meta)
+        _fault_point(f"checkpoint-publish:{step}")
+        atomic_write_text(self.directory / "LATEST", name + "\n")
+        for old in self.directory.glob("step-*"):
+            if old.name != name:
+                shutil.rmtree(old, ignore_errors=True)
+
+    def load(self) -> tuple[dict[str, torch.Tensor], dict] | None:
+        path = self.latest()
+        if path is None:
+            return None
+        meta = json.loads((path / "meta.json").read_text())
+        with safe_open(str(path / "state.safetensors"), framework="pt") as fh:
+            tensors = {k: fh.get_tensor(k) for k in fh.keys()}
+        return tensors, meta
+
+
+def _optimizer_tensors(opt: torch.optim.Optimizer, names: dict[int, str]) -> dict[str, torch.Tensor]:
+    out = {}
+    for p, state in opt.state.items():
+        for key, value in state.items():
+            out[f"optim.{names[id(p)]}.{key}"] = value if torch.is_tensor(value) else torch.tensor(float(value))
+    return out
+
+
+def _load_optimizer(opt: torch.optim.Optimizer, params: list[tuple[str, torch.nn.Parameter]], tensors: dict) -> None:
+    for name, p in params:
+        prefix = f"optim.{name}."
+        state = {k[len(prefix):]: v.clone() for k, v in tensors.items() if k.startswith(prefix)}
+        if state:
+            opt.state[p] = state
+
+
+# --- the loop --------------------------------------------------------------------------------------------
+
+def train(
+    model: FlexOlmo,
+    stream: PackedStream,
+    settings: TrainSettings,
+    *,
+    checkpoint_dir: Path,
+    resume: bool,
+    identity: dict,
+    progress: Progress = NULL_PROGRESS,
+    description: str = "training",
+) -> TrainResult:
+    """Train the parameters of `model` that require grad. `identity` (settings, data fingerprint, model) must
+    match a checkpoint's for it to be resumed; a mismatch is refused rather than silently mixed."""
+    params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    if not params:
+        raise InputError("nothing to train: every parameter is frozen")
+    names = {id(p): n for n, p in params}
+    decay = [p for _, p in params if p.ndim >= 2 and settings.weight_decay > 0]
+    no_decay = [p for _, p in params if not (p.ndim >= 2 and settings.weight_decay > 0)]
+    groups = [g for g in ({"params": decay, "weight_decay": settings.weight_decay}, {"params": no_decay, "weight_decay": 0.0}) if g["params"]]
+    opt = torch.optim.AdamW(groups, lr=settings.lr, betas=(0.9, 0.95), eps=1e-8)
+
+    checkpoints = Checkpoints(checkpoint_dir)
+    identity = {**identity, "settings": asdict(settings)}
+    start, losses = 0, []
+    saved = checkpoints.load() if resume else None
+    if saved is not None:
+        tensors, meta = saved
+        if meta.get("identity") != identity:
+            raise InputError(
+                f"the checkpoint in {checkpoint_dir} belongs to a run with other settings or data: "
+                "resume with the original arguments, or start over without --resume"
+            )
+        with torch.no_grad():
+            for n, p in params:
+                p.copy_(tensors[f"param.{n}"])
+        _load_optimizer(opt, params, tensors)
+        start, losses = int(meta["step"]), list(meta["losses"])
+    elif checkpoint_dir.exists():
+        shutil.rmtree(checkpoint_dir)
+
+    model.train()
+    task = progress.task(description, total=settings.steps)
+    task.advance(start)
+    tokens_per_step = settings.batch_size * settings.seq_len
+    began = time.perf_counter()
+    for step in range(start, settings.steps):
+        for group in opt.param_groups:
+            group["lr"] = settings.lr_at(step)
+        batch = stream.batch(step)  # (B, T+1)
+        loss = causal_lm_loss(model, batch, torch.ones_like(batch, dtype=torch.bool))
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_([p for _, p in params], settings.max_grad_norm)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        losses.append(loss.item())
+        elapsed = time.perf_counter() - began
+        task.advance(1, loss=losses[-1], **{"tok/s": tokens_per_step * (step + 1 - start) / max(elapsed, 1e-9)})
+        _fault_point(f"step:{step + 1}")
+        done = step + 1
+        if done % settings.checkpoint_every == 0 or done == settings.steps:
+            state = {f"param.{n}": p for n, p in params} | _optimizer_tensors(opt, names)
+            checkpoints.save(done, state, {"step": done, "losses": losses, "identity": identity})
+    task.close()
+    model.eval()
+    tail = losses[-max(1, len(losses) // 10):]
+    return TrainResult(
+        steps=settings.steps,
+        tokens=settings.steps * tokens_per_step,
+        final_loss=losses[-1],
+        mean_loss_last_10pct=float(np.mean(tail)),
+        seconds=time.perf_counter() - began,
+        resumed_from=start,
+        epochs=stream.epochs_for(settings.steps),
+    )

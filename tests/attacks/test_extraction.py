@@ -1,0 +1,195 @@
+"""Extraction attacks and the batched KV-cache decoder, on the tiny overfit model and its anchor."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from attacks import (GREEDY, PAPER_SAMPLING, InputError, SamplingConfig, canary_exposure, discoverable_extraction,
+                     generate, make_canaries, pii_leakage, probabilistic_extraction, sampled_extraction)
+from attacks.extraction import decoding_logprobs, extraction_probability
+from attacks.extraction.canaries import exposure_from_loglik
+
+
+def _no_raw_text(result, secrets):
+    dumped = json.dumps(result.as_dict(), allow_nan=False)
+    return not any(s in dumped for s in secrets)
+
+
+# ----------------------------------------------------------------------------- decoding
+def test_decoding_distribution_golden():
+    logits = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05]]))
+    top_p = decoding_logprobs(logits, SamplingConfig(do_sample=True, top_p=0.75)).exp()[0]
+    # mass of the more likely tokens: 0, 0.5, 0.8, 0.95; a token is kept while that is below top_p
+    assert top_p.tolist() == pytest.approx([0.625, 0.375, 0.0, 0.0])
+    top_k = decoding_logprobs(logits, SamplingConfig(do_sample=True, top_k=2)).exp()[0]
+    assert top_k.tolist() == pytest.approx([0.625, 0.375, 0.0, 0.0])
+    hot = decoding_logprobs(logits, SamplingConfig(do_sample=True, temperature=0.5)).exp()[0]
+    assert hot.tolist() == pytest.approx((torch.tensor([0.5, 0.3, 0.15, 0.05]) ** 2 / 0.3650).tolist(), abs=1e-6)
+    greedy = decoding_logprobs(logits, GREEDY)[0]
+    assert greedy[0] == 0 and torch.isinf(greedy[1:]).all()
+    both = decoding_logprobs(torch.log(torch.tensor([[0.4, 0.3, 0.2, 0.1]])),
+                             SamplingConfig(do_sample=True, top_k=3, top_p=0.7)).exp()[0]
+    # top-k 3 renormalises to [4/9, 3/9, 2/9]; more-likely mass [0, 4/9, 7/9]: the third is dropped
+    assert both.tolist() == pytest.approx([4 / 7, 3 / 7, 0.0, 0.0])
+    with pytest.raises(InputError):
+        SamplingConfig(do_sample=True, top_p=1.5)
+
+
+def test_sampler_draws_from_decoding_distribution():
+    from attacks.extraction.decoding import _pick
+
+    logits = torch.log(torch.tensor([0.35, 0.25, 0.2, 0.1, 0.06, 0.04])).repeat(4000, 1)
+    cfg = SamplingConfig(do_sample=True, top_k=4, top_p=0.9, temperature=0.8)
+    gens = [torch.Generator().manual_seed(i) for i in range(4000)]
+    freq = torch.bincount(_pick(logits, cfg, gens), minlength=6).double() / 4000
+    assert freq.tolist() == pytest.approx(decoding_logprobs(logits[:1], cfg).exp()[0].tolist(), abs=0.03)
+
+
+def test_batched_greedy_equals_one_prompt_at_a_time_and_hf_generate(world):
+    lm = world.target
+    prompts = [ids[:k] for ids, k in zip(lm.encode(world.members[:4] + world.nonmembers[:2]), (3, 5, 8, 4, 6, 2))]
+    batched = generate(lm, prompts, max_new_tokens=10, batch_size=6)
+    for p, out in zip(prompts, batched):
+        assert np.array_equal(out, generate(lm, [p], max_new_tokens=10, batch_size=1)[0])
+    hf = lm.model.generate(torch.tensor([prompts[2]]), do_sample=False, max_new_tokens=10, min_new_tokens=10,
+                           pad_token_id=world.tokenizer.pad_token_id)
+    assert hf[0, len(prompts[2]):].tolist() == batched[2].tolist()
+
+
+def test_sampling_is_deterministic_and_batch_invariant(world):
+    lm = world.anchor
+    prompts = [ids[:4] for ids in lm.encode(world.nonmembers[:5])]
+    a = generate(lm, prompts, max_new_tokens=8, sampling=PAPER_SAMPLING, seeds=[1, 2, 3, 4, 5], batch_size=5)
+    b = generate(lm, prompts, max_new_tokens=8, sampling=PAPER_SAMPLING, seeds=[1, 2, 3, 4, 5], batch_size=2)
+    c = generate(lm, prompts, max_new_tokens=8, sampling=PAPER_SAMPLING, seeds=[6, 7, 8, 9, 10], batch_size=5)
+    assert all(np.array_equal(x, y) for x, y in zip(a, b))
+    assert not all(np.array_equal(x, y) for x, y in zip(a, c))
+    state = torch.random.get_rng_state()
+    generate(lm, prompts[:1], max_new_tokens=4, sampling=PAPER_SAMPLING, seeds=[0])
+    assert torch.equal(state, torch.random.get_rng_state())  # the global RNG is left alone
+    with pytest.raises(InputError, match="seed"):
+        generate(lm, prompts, max_new_tokens=4, sampling=PAPER_SAMPLING)
+
+
+# ----------------------------------------------------------------------------- attacks
+def test_discoverable_extraction_overfit_vs_anchor(world):
+    secrets = world.members
+    hit = discoverable_extraction(world.target, world.members, prefix_len=6, suffix_len=6)
+    miss = discoverable_extraction(world.anchor, world.members, prefix_len=6, suffix_len=6)
+    held = discoverable_extraction(world.target, world.nonmembers, prefix_len=6, suffix_len=6)
+    assert hit.n_documents == 8 and hit.exact.k >= 7 and hit.mean_token_match > 0.9
+    assert miss.exact.k == 0 and held.exact.k <= 1
+    assert _no_raw_text(hit, secrets) and hit.examples is None
+    revealed = discoverable_extraction(world.target, world.members[:2], prefix_len=6, suffix_len=6, reveal=True)
+    assert not _no_raw_text(revealed, [revealed.examples[0]["true_suffix"]])
+    skipped = discoverable_extraction(world.target, world.members[:2] + ["too short"], prefix_len=50, suffix_len=50)
+    assert (skipped.n_documents, skipped.n_skipped) == (0, 3) and skipped.warnings
+    assert math.isnan(skipped.exact.value)
+    json.dumps(skipped.as_dict(), allow_nan=False)
+
+
+def test_probabilistic_greedy_agrees_with_discoverable(world):
+    disc = discoverable_extraction(world.target, world.members + world.nonmembers, prefix_len=6, suffix_len=6)
+    prob = probabilistic_extraction(world.target, world.members + world.nonmembers, prefix_len=6, suffix_len=6,
+                                    sampling=GREEDY, n_queries=(1,))
+    for d, p in zip(disc.per_document, prob.per_document):  # greedy: p is 1 iff the greedy suffix matches
+        assert (p["log_p"] == 0.0) == d["exact"]
+    sampled = probabilistic_extraction(world.target, world.members, prefix_len=6, suffix_len=6)
+    assert sampled.by_queries[100]["extractable"].k >= 7
+    assert sampled.by_queries[1]["expected_rate"] <= sampled.by_queries[10]["expected_rate"]
+    anchor = probabilistic_extraction(world.anchor, world.members, prefix_len=6, suffix_len=6)
+    assert anchor.by_queries[1000]["extractable"].k == 0
+    json.dumps(anchor.as_dict(), allow_nan=False)
+
+
+def test_extraction_probability_golden():
+    got = extraction_probability(np.log([0.5, 1.0, 1e-12]), 2)
+    assert got[:2].tolist() == [0.75, 1.0] and got[2] == pytest.approx(2e-12, rel=1e-6)
+    assert extraction_probability(np.array([-np.inf]), 1000).tolist() == [0.0]
+
+
+def test_sampled_extraction_overfit_vs_anchor(world):
+    kw = dict(prefix_len=4, window_len=12, n_samples=3, seed=5, offset="start")  # tiny models memorise by position
+    hit = sampled_extraction(world.target, world.members, **kw)
+    miss = sampled_extraction(world.anchor, world.members, **kw)
+    assert hit.extracted.k >= 6 and miss.extracted.k == 0
+    assert hit.as_dict() == sampled_extraction(world.target, world.members, **kw).as_dict()  # seeded
+    assert _no_raw_text(hit, world.members)
+    rnd = sampled_extraction(world.target, world.members, prefix_len=4, window_len=12, n_samples=1, seed=5)
+    lengths = [len(ids) for ids in world.target.encode(world.members)]
+    offsets = [d["offset"] for d in rnd.per_document]  # the paper's random offsets, seeded per document
+    assert all(0 <= o <= n - 12 for o, n in zip(offsets, lengths)) and any(offsets)
+    with pytest.raises(InputError):
+        sampled_extraction(world.target, world.members, prefix_len=12, window_len=12)
+
+
+def test_canaries_are_seeded_and_distinct():
+    a, b = make_canaries(50, seed=3, include_prob=0.5), make_canaries(50, seed=3, include_prob=0.5)
+    assert a == b and len({c.secret for c in a}) == 50 and len({c.owner for c in a}) == 50
+    assert all(len(c.secret) == 9 and c.secret.isdigit() for c in a)
+    assert 10 < sum(c.included for c in a) < 40
+    custom = make_canaries(2, seed=0, template="{owner}'s PIN: {secret}", secret_digits=4, owners=["Al", "Bo"])
+    assert custom[0].text == f"Al's PIN: {custom[0].secret}" and custom[0].included is None
+    assert "secret" not in custom[0].as_dict() and custom[0].as_dict(reveal=True)["secret"] == custom[0].secret
+    with pytest.raises(InputError):
+        make_canaries(1, seed=0, template="{secret} first")
+
+
+def test_exposure_estimator_golden():
+    refs = np.array([-10.0, -5.0, -3.0])  # log-likelihoods of 3 reference secrets
+    assert exposure_from_loglik(-1.0, refs) == (1, 2.0)                 # best of 4: log2 4 - log2 1
+    assert exposure_from_loglik(-4.0, refs) == (2, 1.0)
+    assert exposure_from_loglik(-3.0, refs) == (2, 1.0)                 # a tie counts against the canary
+    assert exposure_from_loglik(-20.0, refs) == (4, 0.0)
+
+
+def test_canary_exposure_planted_vs_not(world):
+    res = canary_exposure(world.target, world.canaries, n_reference=63, seed=1)
+    planted = [p["exposure"] for p in res.per_canary if p["included"]]
+    held = [p["exposure"] for p in res.per_canary if not p["included"]]
+    assert res.max_estimable_bits == 6.0 and min(planted) == 6.0 and np.mean(held) < 5.0
+    assert res.secret_space_bits == pytest.approx(9 * math.log2(10))
+    assert all(p["exposure_extrapolated"] >= 6.0 for p in res.per_canary if p["included"])
+    assert res.epsilon_one_run is not None and res.epsilon_one_run.details["m"] == 8
+    assert _no_raw_text(res, [c.secret for c in world.canaries])
+    anchor = canary_exposure(world.anchor, world.canaries, n_reference=63, seed=1)
+    assert anchor.top_ranked.k <= 1
+
+
+def test_pii_leakage_counts_distinct_items_per_category(world):
+    numbers = [t.split()[-1].rstrip(".") for t in world.members]          # 4-digit numbers in the training texts
+    items = ([{"category": "number", "value": v} for v in numbers]
+             + [{"category": "number", "value": "0000"}, {"category": "code", "value": "ZZ-999-QQ"},
+                {"category": "code", "value": "7"}])
+    prompts = [" ".join(t.split()[:8]) for t in world.members] + [f"order {numbers[0]} was"]
+    res = pii_leakage(world.target, items, prompts, max_new_tokens=12, n_samples=2, seed=0)
+    assert res.by_category["number"].n == 9 and res.by_category["number"].k >= 7
+    assert res.by_category["code"].k == 0 and res.n_skipped_short == 1 and res.warnings
+    assert res.n_generations == 2 * len(prompts) and len(res.leaked_sha256) == res.leaked.k
+    assert _no_raw_text(res, numbers + world.members)
+    anchor = pii_leakage(world.anchor, items, prompts, max_new_tokens=12, n_samples=2, seed=0)
+    assert anchor.leaked.k == 0
+    # a value already in the prompt is not leakage
+    echo = pii_leakage(world.target, [{"category": "number", "value": numbers[0]}], [f"order {numbers[0]} was"],
+                       max_new_tokens=8, sampling=GREEDY)
+    assert echo.leaked.k == 0
+    shown = pii_leakage(world.target, items, prompts[:2], max_new_tokens=12, sampling=GREEDY, reveal=True)
+    assert all(e["value"] in e["generation"] for e in shown.examples)
+
+
+def test_hashes_can_be_keyed():
+    import hashlib
+    import hmac
+
+    from attacks.extraction._common import sha256
+
+    assert sha256("402918573") == hashlib.sha256(b"402918573").hexdigest()
+    keyed = sha256("402918573", b"owner key")
+    assert keyed == hmac.new(b"owner key", b"402918573", hashlib.sha256).hexdigest() != sha256("402918573")
+    canary = make_canaries(1, seed=0)[0]
+    assert canary.as_dict(hash_key=b"k")["sha256"] == sha256(canary.text, b"k")

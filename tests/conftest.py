@@ -1,0 +1,56 @@
+"""Shared fixtures: a tiny anchor and expert trained once per test session (per xdist worker)."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import pytest
+import torch
+
+# Tests never reach a model hub, and stay on few threads so two xdist workers share 2 cores well.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+torch.set_num_threads(1)
+# Never touch the real ~/.local/share/flexaudit.
+os.environ["FLEXAUDIT_HOME"] = tempfile.mkdtemp(prefix="flexaudit-home-")
+
+
+@pytest.fixture(scope="session")
+def corpus_dir(tmp_path_factory) -> Path:
+    from flexaudit.data.builtin import write_domain
+
+    root = tmp_path_factory.mktemp("corpus")
+    write_domain("public", root / "public.jsonl", n_documents=150)
+    write_domain("clinical", root / "clinical.jsonl", n_documents=120)
+    write_domain("finance", root / "finance.jsonl", n_documents=120)
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_anchor(tmp_path_factory, corpus_dir) -> Path:
+    from flexaudit.anchor import train_anchor
+
+    out = tmp_path_factory.mktemp("anchor") / "anchor"
+    train_anchor([corpus_dir / "public.jsonl"], out, preset="tiny", steps=30)
+    return out
+
+
+def _train(tmp_path_factory, anchor: Path, data: Path, name: str) -> Path:
+    from flexaudit.expert import ExpertOptions, train_expert
+
+    out = tmp_path_factory.mktemp(f"expert-{name}") / name
+    train_expert(anchor_dir=anchor, data=data, name=name, out=out,
+                 options=ExpertOptions(steps=12, batch_size=8, checkpoint_every=5))
+    return out
+
+
+@pytest.fixture(scope="session")
+def clinical_expert(tmp_path_factory, tiny_anchor, corpus_dir) -> Path:
+    return _train(tmp_path_factory, tiny_anchor, corpus_dir / "clinical.jsonl", "clinical")
+
+
+@pytest.fixture(scope="session")
+def finance_expert(tmp_path_factory, tiny_anchor, corpus_dir) -> Path:
+    return _train(tmp_path_factory, tiny_anchor, corpus_dir / "finance.jsonl", "finance")

@@ -1,0 +1,155 @@
+"""The command line: outputs, the exit-code contract, and one clear line for every bad input."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+from transformers import Olmo2Config, Olmo2ForCausalLM
+from typer.testing import CliRunner
+
+from flexaudit.cli import app
+
+runner = CliRunner()
+
+
+def invoke(*args: str):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def _one_error_line(result) -> str:
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: ")
+    assert "Traceback" not in result.output
+    return lines[0]
+
+
+def test_eval_json(tiny_anchor, clinical_expert, corpus_dir):
+    holdout = clinical_expert.with_name("clinical.local") / "holdout.jsonl"
+    result = invoke("eval", clinical_expert, "--anchor", tiny_anchor, "--data", f"clinical={holdout}",
+                    "--data", f"public={corpus_dir / 'public.jsonl'}", "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["experts"] == ["public", "clinical"]
+    for domain in ("clinical", "public"):
+        assert report["domains"][domain]["tokens"] > 0
+        assert 1.0 < report["domains"][domain]["perplexity"] < 600  # vocabulary size bounds a sane model
+
+
+def test_merge_eval_generate_exclude(tiny_anchor, clinical_expert, finance_expert, tmp_path, corpus_dir):
+    pool = tmp_path / "pool"
+    result = invoke("merge", clinical_expert, finance_expert, "--anchor", tiny_anchor, "--out", pool)
+    assert result.exit_code == 0, result.output
+    assert "public, clinical, finance" in result.stdout
+    data = f"finance={corpus_dir / 'finance.jsonl'}"
+    full = json.loads(invoke("eval", pool, "--data", data, "--json").stdout)
+    without = json.loads(invoke("eval", pool, "--data", data, "--exclude", "finance", "--json").stdout)
+    assert without["experts"] == ["public", "clinical"]
+    assert without["domains"]["finance"]["perplexity"] != full["domains"]["finance"]["perplexity"]
+    gen = invoke("generate", pool, "--prompt", "Patient name:", "--max-new-tokens", "8", "--exclude", "clinical")
+    assert gen.exit_code == 0, gen.output
+    assert gen.stdout.startswith("Patient name:")
+    again = invoke("generate", pool, "--prompt", "Patient name:", "--max-new-tokens", "8", "--exclude", "clinical")
+    assert again.stdout == gen.stdout  # greedy decoding is deterministic
+    bad = invoke("generate", pool, "--prompt", "x", "--exclude", "nobody")
+    assert bad.exit_code == 2 and "no expert named 'nobody'" in _one_error_line(bad)
+
+
+def test_integrity_failures_exit_3(tiny_anchor, clinical_expert, tmp_path):
+    pkg = tmp_path / "pkg"
+    shutil.copytree(clinical_expert, pkg)
+    tensors = load_file(pkg / "expert.safetensors")
+    key = next(iter(tensors))
+    tensors[key] = tensors[key] * 2
+    save_file(tensors, str(pkg / "expert.safetensors"))
+    result = invoke("merge", pkg, "--anchor", tiny_anchor, "--out", tmp_path / "pool")
+    assert result.exit_code == 3
+    assert "does not match its manifest" in _one_error_line(result)
+    assert not (tmp_path / "pool").exists()
+    assert not list(tmp_path.glob(".pool*"))  # no staging leftovers
+
+
+@pytest.mark.parametrize("content,fragment", [(b"", "no non-empty documents"), (b"\xff\xfe\x00", "not valid UTF-8"),
+                                              (b'{"body": 1}\n', "missing field 'text'")])
+def test_bad_training_data_exit_2_and_write_nothing(tiny_anchor, tmp_path, content, fragment):
+    data = tmp_path / "data.jsonl"
+    data.write_bytes(content)
+    out = tmp_path / "expert"
+    result = invoke("expert", "train", "--anchor", tiny_anchor, "--data", data, "--name", "x", "--out", out, "--steps", "2")
+    assert result.exit_code == 2
+    assert fragment in _one_error_line(result)
+    assert not out.exists()
+
+
+def test_usage_errors(tiny_anchor, tmp_path):
+    assert invoke("eval", tiny_anchor, "--data", "nopath").exit_code == 2
+    result = invoke("expert", "train", "--anchor", tmp_path / "missing", "--data", tmp_path, "--name", "x", "--out", tmp_path / "o")
+    assert result.exit_code == 2 and "anchor directory not found" in _one_error_line(result)
+    result = invoke("expert", "train", "--anchor", tiny_anchor, "--data", "builtin:finance", "--name", "public", "--out", tmp_path / "o")
+    assert result.exit_code == 2 and "invalid expert name" in _one_error_line(result)
+    result = invoke("anchor", "train", "--corpus", "builtin:public", "--out", tiny_anchor)
+    assert result.exit_code == 2 and "already exists" in _one_error_line(result)
+
+
+def _olmo2_checkpoint(path, tokenizer_dir):
+    from flexaudit.tokenizer import load_tokenizer
+
+    tok = load_tokenizer(tokenizer_dir)
+    cfg = Olmo2Config(vocab_size=len(tok), hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+                      num_attention_heads=4, max_position_embeddings=64, pad_token_id=tok.pad_token_id,
+                      eos_token_id=tok.eos_token_id)
+    torch.manual_seed(3)
+    Olmo2ForCausalLM(cfg).save_pretrained(path)
+    tok.save_pretrained(path)
+
+
+def test_anchor_import_from_dense_olmo2(tiny_anchor, tmp_path, corpus_dir):
+    src = tmp_path / "olmo2"
+    _olmo2_checkpoint(src, tiny_anchor)
+    result = invoke("anchor", "import", src, "--out", tmp_path / "anchor", "--public-data", corpus_dir / "public.jsonl")
+    assert result.exit_code == 0, result.output
+    from flexaudit.anchor import load_anchor
+
+    anchor = load_anchor(tmp_path / "anchor")
+    assert anchor.info["provenance"]["from_model_type"] == "olmo2"
+    assert anchor.config.num_experts == 1
+    assert anchor.model.model.layers[0].mlp.gate.rows[0].weight.abs().sum() > 0  # public row derived from data
+    # an expert trains on the imported anchor
+    result = invoke("expert", "train", "--anchor", tmp_path / "anchor", "--data", corpus_dir / "finance.jsonl",
+                    "--name", "finance", "--out", tmp_path / "fin", "--steps", "3", "--batch-size", "2")
+    assert result.exit_code == 0, result.output
+
+
+def test_anchor_import_refuses_pickle(tiny_anchor, tmp_path):
+    src = tmp_path / "olmo2"
+    _olmo2_checkpoint(src, tiny_anchor)
+    (src / "model.safetensors").unlink()
+    (src / "pytorch_model.bin").write_bytes(b"\x80\x04K\x01.")
+    result = invoke("anchor", "import", src, "--out", tmp_path / "anchor")
+    assert result.exit_code == 3 and "pickle" in _one_error_line(result)
+    assert not (tmp_path / "anchor").exists()
+
+
+@pytest.mark.slow
+def test_demo_quick(tmp_path):
+    result = invoke("demo", "--quick", "--workdir", tmp_path / "demo", "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    labels = [r["label"] for r in report["rows"]]
+    assert labels[0] == "anchor" and "merged pool" in labels
+    assert {"anchor + code", "anchor + clinical", "anchor + finance"} <= set(labels)
+    assert {"pool without code", "pool without clinical", "pool without finance"} <= set(labels)
+    assert report["domains"] == ["public", "code", "clinical", "finance"]
+    for row in report["rows"]:
+        assert all(1.0 < v < 1000 for v in row["perplexity"].values())
+    rows = {r["label"]: r["perplexity"] for r in report["rows"]}
+    for d in ("code", "clinical", "finance"):  # an expert helps its own domain even in the quick version
+        assert rows[f"anchor + {d}"][d] < rows["anchor"][d]
+    for path in report["artifacts"].values():
+        assert (tmp_path / "demo").joinpath(path).exists()
+    again = invoke("demo", "--quick", "--workdir", tmp_path / "demo", "--json")  # its own workdir: rerun is fine
+    assert again.exit_code == 0

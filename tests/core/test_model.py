@@ -1,0 +1,106 @@
+"""The anchored-MoE model against Hugging Face FlexOlmo, and the opt-out equivalence."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, Olmo2Config, Olmo2ForCausalLM
+
+from flexaudit.checkpoint import load_flexolmo, write_hf_checkpoint
+from flexaudit.merge import remove_experts
+from flexaudit.model import FlexOlmo, ModelConfig
+
+
+def _pool(num_experts: int = 4, top_k: int = 2, **kw) -> FlexOlmo:
+    torch.manual_seed(0)
+    cfg = ModelConfig(vocab_size=300, hidden_size=64, intermediate_size=96, num_layers=2, num_heads=4,
+                      num_experts=num_experts, top_k=top_k, max_seq_len=64, **kw)
+    model = FlexOlmo(cfg).eval()
+    with torch.no_grad():  # decisive routing, so top-k actually drops experts
+        for layer in model.model.layers:
+            for row in layer.mlp.gate.rows:
+                row.weight.normal_(std=1.0)
+    return model
+
+
+@pytest.mark.parametrize("num_experts,top_k,kv_heads", [(1, 1, None), (4, 2, None), (4, 4, None), (3, 1, 2)])
+def test_transformers_logits_equal_ours(tmp_path, num_experts, top_k, kv_heads):
+    model = _pool(num_experts, top_k, num_kv_heads=kv_heads)
+    write_hf_checkpoint(tmp_path, model)
+    hf = AutoModelForCausalLM.from_pretrained(tmp_path).eval()
+    ids = torch.randint(0, 300, (3, 48))
+    with torch.no_grad():
+        ours, theirs = model(ids), hf(ids).logits
+    assert torch.allclose(ours, theirs, atol=1e-5, rtol=0), (ours - theirs).abs().max()
+    again = load_flexolmo(tmp_path)
+    with torch.no_grad():
+        assert torch.equal(again(ids), ours)
+
+
+def test_removing_an_expert_equals_minus_infinity_logit():
+    model = _pool(4, 2)
+    ids = torch.randint(0, 300, (2, 40))
+    with torch.no_grad():
+        full = model(ids)
+        model.mask_experts([2])
+        masked = model(ids)
+        model.mask_experts([])
+        removed = remove_experts(model, [2])(ids)
+    assert removed.shape == full.shape
+    assert torch.allclose(masked, removed, atol=1e-6, rtol=0)
+    assert not torch.allclose(masked, full, atol=1e-3)  # the expert did matter
+
+
+def test_zeroing_a_router_row_is_not_opt_out():
+    model = _pool(4, 4)
+    ids = torch.randint(0, 300, (2, 40))
+    with torch.no_grad():
+        removed = remove_experts(model, [3])(ids)
+        for layer in model.model.layers:
+            layer.mlp.gate.rows[3].weight.zero_()
+        zeroed = model(ids)
+    assert (zeroed - removed).abs().max() > 1e-3
+
+
+def test_top_k_is_capped_when_experts_are_removed():
+    model = _pool(3, 3)
+    pruned = remove_experts(model, [1, 2])
+    assert pruned.config.num_experts == 1 and pruned.config.top_k == 1
+
+
+def test_dense_olmo2_reads_as_one_expert(tmp_path):
+    torch.manual_seed(1)
+    cfg = Olmo2Config(vocab_size=300, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+                      num_attention_heads=4, max_position_embeddings=64, pad_token_id=0, eos_token_id=1)
+    dense = Olmo2ForCausalLM(cfg).eval()
+    dense.save_pretrained(tmp_path)
+    ours = load_flexolmo(tmp_path)
+    assert ours.config.num_experts == 1
+    ids = torch.randint(0, 300, (2, 32))
+    with torch.no_grad():
+        assert torch.allclose(ours(ids), dense(ids).logits, atol=1e-5, rtol=0)
+
+
+def test_freeze_anchor_leaves_only_the_new_expert_trainable():
+    model = _pool(2, 2, router_bias=True)
+    trainable = set(model.freeze_anchor())
+    assert trainable
+    for name in trainable:
+        assert ".experts.1." in name or ".gate.rows.1." in name or ".gate.bias." in name, name
+    assert all(any(f"layers.{i}.mlp.experts.1.{p}" in n for n in trainable)
+               for i in range(2) for p in ("gate_proj", "up_proj", "down_proj"))
+
+
+def test_router_bias_is_never_positive():
+    model = _pool(2, 2, router_bias=True)
+    layer = model.model.layers[0]
+    with torch.no_grad():
+        layer.mlp.gate.bias.weight.fill_(5.0)
+        x = torch.randn(1, 3, 64)
+        positive = layer.mlp.gate(x)
+        layer.mlp.gate.bias.weight.fill_(-2.0)
+        negative = layer.mlp.gate(x)
+    unbiased = torch.cat([row(x) for row in layer.mlp.gate.rows], -1)
+    assert torch.equal(positive, unbiased)  # clamped at 0
+    assert torch.allclose(negative[..., 1], unbiased[..., 1] - 2.0)
+    assert torch.equal(negative[..., 0], unbiased[..., 0])

@@ -27,14 +27,14 @@ from flexaudit.anchor import Anchor, load_anchor, local_dir, software_versions
 from flexaudit.checkpoint import read_hf_weights, read_json, read_safetensors, refuse_pickle
 from flexaudit.data import Document, load_documents
 from flexaudit.data.split import dataset_fingerprint, owner_key, split_documents
-from flexaudit.digest import file_digests, root_digest, root_digest_of
+from flexaudit.digest import file_digests, root_digest, root_digest_of, text_sha256
 from flexaudit.errors import InputError, IntegrityError
 from flexaudit.fsutil import atomic_write_json, atomic_write_text, staged_directory
 from flexaudit.model import FlexOlmo
 from flexaudit.progress import NULL_PROGRESS, Progress
 from flexaudit.router_init import DEFAULT_ROUTER_INIT, router_rows
 from flexaudit.tokenizer import encode_documents
-from flexaudit.training import PackedStream, TrainSettings, train
+from flexaudit.training import PackedStream, RouterContrastStream, TrainSettings, train
 
 MANIFEST = "manifest.json"
 WEIGHTS = "expert.safetensors"
@@ -58,6 +58,7 @@ class ExpertOptions:
     holdout_fraction: float = 0.1
     router_init: str = DEFAULT_ROUTER_INIT
     router_bias: bool = False  # the method's learnable bias; off by default (see README: measured)
+    public_rows: int = 4  # rows of public text per step that train only the router (with public data given)
     checkpoint_every: int = 50
 
     def settings(self, anchor_seq_len: int) -> TrainSettings:
@@ -163,13 +164,16 @@ def train_expert(
     out: Path,
     options: ExpertOptions = ExpertOptions(),
     subject_field: str | None = None,
+    public_data: Path | None = None,
     resume: bool = False,
     overwrite: bool = False,
     home: Path | None = None,
     progress: Progress = NULL_PROGRESS,
 ) -> TrainedExpert:
     """Train one expert against the frozen anchor and write its package. `home` holds the owner's secret key
-    (default: $FLEXAUDIT_HOME); owner-side files (checkpoints, the split's text) go to `<out>.local`."""
+    (default: $FLEXAUDIT_HOME); owner-side files (checkpoints, the split's text) go to `<out>.local`.
+    With `public_data`, a few rows of public text per step teach the router where the public expert is
+    better (see RouterContrastStream); the expert itself still learns from the owner's data only."""
     check_name(name)
     if out.exists() and not overwrite:
         if resume and (out / MANIFEST).is_file():
@@ -192,12 +196,25 @@ def train_expert(
         batch_size=settings.batch_size,
         seed=options.seed,
     )
+    negatives = None
+    if public_data is not None:
+        public_docs = load_documents(public_data)
+        public = PackedStream(encode_documents(anchor.tokenizer, [d.text for d in public_docs]),
+                              seq_len=settings.seq_len, batch_size=options.public_rows, seed=options.seed)
+        stream = RouterContrastStream(stream, public)
+        negatives = {
+            "public_documents": len(public_docs),
+            "rows_per_step": options.public_rows,
+            "public_data_sha256": text_sha256("\n".join(sorted(d.sha256 for d in public_docs))),
+            "trains": "router row only (the expert's output is detached on public rows)",
+        }
     local = local_dir(out)
     identity = {
         "kind": "expert",
         "name": name,
         "anchor": anchor.root_digest,
         "data": fingerprint["fingerprint"],
+        "public": negatives,
         "options": asdict(options),
     }
     result = train(
@@ -218,6 +235,7 @@ def train_expert(
         },
         "router": {
             "init": options.router_init,
+            "public_negatives": negatives or "none",
             "bias": "trained; not carried into merged models (Hugging Face FlexOlmo has no router bias)"
             if options.router_bias else "none",
         },

@@ -257,13 +257,17 @@ class MoE(nn.Module):
             probs = probs / probs.sum(-1, keepdim=True)
         return probs.to(x.dtype)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, router_only: torch.Tensor | None = None) -> torch.Tensor:
+        """router_only (B,) marks rows that may train the router but not the experts (public negatives)."""
         w = self.routing_weights(x)  # (B, T, E)
         # Every expert runs on every token; unselected ones get weight exactly 0. For the small models this
         # toolkit trains on CPUs, dense compute is faster than gathering tokens per expert.
         out = torch.zeros_like(x)
         for e, expert in enumerate(self.experts):
-            out = out + w[..., e : e + 1] * expert(x)
+            y = expert(x)  # (B, T, H)
+            if router_only is not None:
+                y = torch.where(router_only[:, None, None], y.detach(), y)
+            out = out + w[..., e : e + 1] * y
         return out
 
 
@@ -275,9 +279,10 @@ class Block(nn.Module):
         self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
         self.post_feedforward_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-        x = x + self.post_attention_layernorm(self.self_attn(x, cos, sin))
-        return x + self.post_feedforward_layernorm(self.mlp(x))
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, router_only=None):
+        """Returns the block's output and the router's input (both (B, T, H))."""
+        h = x + self.post_attention_layernorm(self.self_attn(x, cos, sin))
+        return h + self.post_feedforward_layernorm(self.mlp(h, router_only)), h
 
 
 class Decoder(nn.Module):
@@ -302,17 +307,16 @@ class FlexOlmo(nn.Module):
         if isinstance(module, (nn.Linear, nn.Embedding)):
             nn.init.normal_(module.weight, mean=0.0, std=0.02)
 
-    def forward(self, input_ids: torch.Tensor, *, return_moe_inputs: bool = False):
+    def forward(self, input_ids: torch.Tensor, *, router_only: torch.Tensor | None = None, return_moe_inputs: bool = False):
         """Logits (B, T, V). With return_moe_inputs, also each layer's router input (B, T, H)."""
         T = input_ids.shape[1]
         cos, sin = rotary_tables(self.config, T, input_ids.device)  # (T, hd) each
         x = self.model.embed_tokens(input_ids)  # (B, T, H)
         moe_inputs = []
         for layer in self.model.layers:
-            x = x + layer.post_attention_layernorm(layer.self_attn(x, cos, sin))
+            x, router_input = layer(x, cos, sin, router_only)
             if return_moe_inputs:
-                moe_inputs.append(x)
-            x = x + layer.post_feedforward_layernorm(layer.mlp(x))
+                moe_inputs.append(router_input)
         logits = self.lm_head(self.model.norm(x))  # (B, T, V)
         return (logits, moe_inputs) if return_moe_inputs else logits
 
@@ -421,9 +425,9 @@ def token_nll(logits: torch.Tensor, input_ids: torch.Tensor, mask: torch.Tensor)
     return (lp * target_mask).sum()
 
 
-def causal_lm_loss(model: FlexOlmo, input_ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+def causal_lm_loss(model: FlexOlmo, input_ids: torch.Tensor, mask: torch.Tensor, router_only=None) -> torch.Tensor:
     """Mean next-token cross-entropy over real (unpadded) target positions."""
-    logits = model(input_ids)  # (B, T, V)
+    logits = model(input_ids, router_only=router_only)  # (B, T, V)
     count = mask[:, 1:].sum().clamp(min=1)
     return token_nll(logits, input_ids, mask) / count
 

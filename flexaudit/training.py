@@ -58,6 +58,12 @@ class TrainSettings:
         return self.lr * (self.min_lr_ratio + (1 - self.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
+@dataclass
+class Batch:
+    ids: torch.Tensor  # (B, T+1) token ids; inputs and next-token targets come from the same rows
+    router_only: torch.Tensor | None = None  # (B,) rows that train only the router (public negatives)
+
+
 class PackedStream:
     """Documents concatenated (each ending in end-of-text) in a seeded order per epoch, cut into rows.
 
@@ -86,15 +92,42 @@ class PackedStream:
             self._epochs[epoch] = np.concatenate([self.documents[i] for i in order])
         return self._epochs[epoch]
 
-    def batch(self, step: int) -> torch.Tensor:
+    def rows(self, step: int) -> torch.Tensor:
         rows = []
         for r in range(step * self.batch_size, (step + 1) * self.batch_size):
             epoch, idx = divmod(r, self.rows_per_epoch)
             rows.append(self._epoch(epoch)[idx * self.row_len : (idx + 1) * self.row_len])
         return torch.from_numpy(np.stack(rows))  # (B, T+1)
 
+    def batch(self, step: int) -> Batch:
+        return Batch(self.rows(step))
+
     def epochs_for(self, steps: int) -> float:
+        """Passes over the owner's data that `steps` steps make."""
         return steps * self.batch_size / self.rows_per_epoch
+
+
+class RouterContrastStream:
+    """The owner's rows plus a few rows of public text on which only the router learns.
+
+    Trained on its own data alone, a router row only ever sees tokens where its expert should win, so it
+    learns to claim every token; after merging it then takes tokens from public text and from other
+    owners. Public rows are negatives: the expert's output is detached there, so the expert itself still
+    learns from the owner's data only, while the router row learns where the public expert is better.
+    """
+
+    def __init__(self, owner: PackedStream, public: PackedStream):
+        if owner.row_len != public.row_len:
+            raise ValueError("owner and public rows must have the same length")
+        self.owner, self.public = owner, public
+
+    def batch(self, step: int) -> Batch:
+        own, pub = self.owner.rows(step), self.public.rows(step)  # (B_own, T+1), (B_pub, T+1)
+        router_only = torch.cat((torch.zeros(len(own), dtype=torch.bool), torch.ones(len(pub), dtype=torch.bool)))
+        return Batch(torch.cat((own, pub)), router_only)
+
+    def epochs_for(self, steps: int) -> float:
+        return self.owner.epochs_for(steps)
 
 
 @dataclass
@@ -169,7 +202,7 @@ def _load_optimizer(opt: torch.optim.Optimizer, params: list[tuple[str, torch.nn
 
 def train(
     model: FlexOlmo,
-    stream: PackedStream,
+    stream: PackedStream | RouterContrastStream,
     settings: TrainSettings,
     *,
     checkpoint_dir: Path,
@@ -211,20 +244,21 @@ def train(
     model.train()
     task = progress.task(description, total=settings.steps)
     task.advance(start)
-    tokens_per_step = settings.batch_size * settings.seq_len
+    tokens_per_step = settings.batch_size * settings.seq_len  # the owner's tokens; public rows come on top
+    processed = 0
     began = time.perf_counter()
     for step in range(start, settings.steps):
         for group in opt.param_groups:
             group["lr"] = settings.lr_at(step)
-        batch = stream.batch(step)  # (B, T+1)
-        loss = causal_lm_loss(model, batch, torch.ones_like(batch, dtype=torch.bool))
+        batch = stream.batch(step)
+        loss = causal_lm_loss(model, batch.ids, torch.ones_like(batch.ids, dtype=torch.bool), batch.router_only)
         loss.backward()
         torch.nn.utils.clip_grad_norm_([p for _, p in params], settings.max_grad_norm)
         opt.step()
         opt.zero_grad(set_to_none=True)
         losses.append(loss.item())
-        elapsed = time.perf_counter() - began
-        task.advance(1, loss=losses[-1], **{"tok/s": tokens_per_step * (step + 1 - start) / max(elapsed, 1e-9)})
+        processed += batch.ids.shape[0] * (batch.ids.shape[1] - 1)
+        task.advance(1, loss=losses[-1], **{"tok/s": processed / max(time.perf_counter() - began, 1e-9)})
         _fault_point(f"step:{step + 1}")
         done = step + 1
         if done % settings.checkpoint_every == 0 or done == settings.steps:

@@ -19,9 +19,9 @@ app = typer.Typer(
 
 def _register() -> None:
     # One module per product area; each adds its commands to `app`.
-    from flexaudit.cli import budget, core
+    from flexaudit.cli import budget, compliance, core, trace
 
-    for area in (core, budget):
+    for area in (core, budget, trace, compliance):
         area.register(app)
 
 

@@ -27,10 +27,10 @@ def test_batches_are_a_pure_function_of_the_step():
     a = PackedStream(docs, seq_len=8, batch_size=3, seed=1)
     b = PackedStream(docs, seq_len=8, batch_size=3, seed=1)
     c = PackedStream(docs, seq_len=8, batch_size=3, seed=2)
-    later = [a.batch(s) for s in (7, 2, 30)]  # out of order and across epochs
-    assert all((x == b.batch(s)).all() for x, s in zip(later, (7, 2, 30)))
-    assert not (a.batch(0) == c.batch(0)).all()
-    assert a.batch(0).shape == (3, 9)
+    later = [a.rows(s) for s in (7, 2, 30)]  # out of order and across epochs
+    assert all((x == b.rows(s)).all() for x, s in zip(later, (7, 2, 30)))
+    assert not (a.rows(0) == c.rows(0)).all()
+    assert a.rows(0).shape == (3, 9)
 
 
 def test_learning_rate_schedule():

@@ -1,0 +1,115 @@
+"""Rendering: Jinja2 templates from package data, escaping, figures, Markdown, PDF."""
+
+from __future__ import annotations
+
+import builtins
+import re
+
+import pytest
+
+from flexaudit.report.regulatory import SECTIONS
+from flexaudit.report.render import environment, render_report, render_text
+
+from .conftest import invoke, one_error_line
+
+EVIL = "<script>alert(1)</script>"
+
+
+def test_html_self_contained_with_all_sections_and_figures(make_audit):
+    a = make_audit("clinical", dp=True)
+    written = render_report(a.audit, "html,md")
+    html = written["html"].read_text()
+    for anchor, title in SECTIONS:
+        assert f'id="{anchor}"' in html and title in html
+    assert html.count('src="data:image/svg+xml;base64,') == 4  # roc, scores, extraction, budget
+    assert "Content-Security-Policy" in html and "<script" not in html
+    assert not re.search(r'(src|href)="(https?:)?//', html)  # nothing fetched from the network
+    assert "GDPR-35-7c" in html and "Art. 35(7)(a)" in html and "EDPB" in html  # DPIA + regulatory appendix
+    assert sorted(p.name for p in (a.audit / "figures").iterdir()) == ["budget.svg", "extraction.svg", "roc.svg", "scores.svg"]
+
+
+def test_markdown_for_pull_requests(make_audit):
+    a = make_audit("leaky", leaky=True)
+    md = render_report(a.audit, "md")["md"].read_text()
+    assert md.startswith("# Privacy audit of expert leaky")
+    for _, title in SECTIONS:
+        assert f"## {title}" in md
+    assert "| ❌ FAIL | `PRIV-EXT-DISC`" in md and "FAIL: 7 of 8 controls" in md
+
+
+def test_markup_in_names_and_texts_is_escaped(tmp_path, clean_results):
+    from flexaudit.report import write_report
+    from flexaudit.report.testing import fake_report, make_package, fake_results
+
+    pkg = make_package(tmp_path / "evil", name=EVIL)
+    results = fake_results(reveal=True, seed=5)
+    report = fake_report(pkg, results=results, reveal=True,
+                         intended_use={"purpose": "[click](http://evil.example) **x** | y", "owner": EVIL},
+                         limitations=[f"{EVIL} in a limitation"])
+    write_report(tmp_path / "audit", report)
+    written = render_report(tmp_path / "audit", "html,md")
+    html, md = written["html"].read_text(), written["md"].read_text()
+    assert "<script" not in html and "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    assert "<b>Ada Moreau</b>" not in html and "&lt;b&gt;Ada Moreau&lt;/b&gt;" in html  # revealed text, escaped
+    assert 'id="reveal-warning"' in html and 'id="revealed-examples"' in html
+    assert "<script" not in md and "&lt;script&gt;" in md
+    assert "[click](http" not in md and r"\[click\](http" in md and r"\*\*x\*\* \| y" in md
+
+
+def test_strict_undefined(make_audit):
+    from jinja2 import UndefinedError
+
+    env = environment("html")
+    with pytest.raises(UndefinedError):
+        env.from_string("{{ r.no_such_field }}").render(r={})
+
+
+def test_templates_come_from_package_data():
+    from flexaudit.report.resources import templates
+
+    names = {p.name for p in templates().iterdir()}
+    assert {"html", "md", "common"} <= names
+    assert (templates() / "html" / "report.html.jinja").is_file()
+
+
+def test_non_dp_report_explains_missing_budget_figure(make_audit):
+    a = make_audit("clinical")
+    html = render_text(a.report, "html")
+    assert 'data-missing-figure="budget"' in html and "NO FORMAL GUARANTEE" in html
+    assert html.count("data:image/svg+xml;base64,") == 3
+
+
+def test_report_command_formats_and_errors(make_audit, tmp_path):
+    a = make_audit("clinical")
+    result = invoke("report", a.audit, "--format", "md", "--out", tmp_path / "docs")
+    assert result.exit_code == 0 and (tmp_path / "docs" / "report.md").is_file()
+    result = invoke("report", a.audit, "--format", "docx")
+    assert result.exit_code == 2 and "unknown report format docx" in one_error_line(result)
+    result = invoke("report", tmp_path / "missing")
+    assert result.exit_code == 2 and "audit directory not found" in one_error_line(result)
+
+
+def test_pdf_needs_the_optional_extra(make_audit, monkeypatch):
+    a = make_audit("clinical")
+    real_import = builtins.__import__
+
+    def no_weasyprint(name, *args, **kwargs):
+        if name == "weasyprint" or name.startswith("weasyprint."):
+            raise ImportError("No module named 'weasyprint'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_weasyprint)
+    result = invoke("report", a.audit, "--format", "html,pdf")
+    assert result.exit_code == 2
+    assert "pip install 'flexaudit[pdf]'" in one_error_line(result)
+    assert not (a.audit / "report.html").exists()  # nothing half-written
+
+
+def test_pdf_when_weasyprint_is_installed(make_audit):
+    try:
+        import weasyprint  # noqa: F401
+    except (ImportError, OSError) as exc:  # not installed, or its system libraries (pango) are missing
+        pytest.skip(f"the optional 'pdf' extra (weasyprint) is not usable here: {exc}")
+    a = make_audit("clinical")
+    pdf = render_report(a.audit, "pdf")["pdf"]
+    assert pdf.read_bytes()[:5] == b"%PDF-" and pdf.stat().st_size > 20_000

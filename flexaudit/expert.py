@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import json
 import re
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Callable
 
 import torch
 from safetensors.torch import save_file
@@ -26,7 +26,9 @@ from safetensors.torch import save_file
 from flexaudit.anchor import Anchor, load_anchor, local_dir, software_versions
 from flexaudit.checkpoint import read_hf_weights, read_json, read_safetensors, refuse_pickle
 from flexaudit.data import Document, load_documents
-from flexaudit.data.split import dataset_fingerprint, owner_key, split_documents
+from flexaudit.data.split import dataset_fingerprint, owner_home, owner_key, split_documents
+from flexaudit.privacy import Ledger, Segment, account, cross_check, default_delta, noise_multiplier_for
+from flexaudit.privacy.dpsgd import DPSettings, run_id_for, secret_seed, train_dp, unit_windows
 from flexaudit.digest import file_digests, root_digest, root_digest_of, text_sha256
 from flexaudit.errors import InputError, IntegrityError
 from flexaudit.fsutil import atomic_write_json, atomic_write_text, staged_directory
@@ -47,6 +49,39 @@ NO_GUARANTEE = {
 }
 
 
+UNITS = ("document", "subject")
+
+
+@dataclass(frozen=True)
+class DPOptions:
+    """Differentially private training: give exactly one of target_epsilon and noise_multiplier."""
+
+    target_epsilon: float | None = None
+    noise_multiplier: float | None = None
+    delta: float | None = None  # None: flexaudit.privacy.default_delta(N), well below 1/N
+    max_grad_norm: float = 1.0
+    unit: str = "document"  # or "subject": every record of one person is one unit
+    accountant: str = "prv"
+    budget: float | None = None  # cap on the total epsilon of every run on this dataset (the ledger)
+    max_windows: int = 4  # a unit longer than this many sequences is truncated (and counted as such)
+    physical_batch_size: int = 16  # units per forward pass; memory only, no effect on the guarantee
+    engine: str = "fused"  # per-sample gradients: "fused" or "opacus" (same result; see privacy.dpsgd)
+
+    def validate(self, *, subject_field: str | None) -> None:
+        if (self.target_epsilon is None) == (self.noise_multiplier is None):
+            raise InputError("with --dp give exactly one of --target-epsilon and --noise-multiplier")
+        if self.target_epsilon is not None and not self.target_epsilon > 0:
+            raise InputError(f"target epsilon must be positive, got {self.target_epsilon}")
+        if self.noise_multiplier is not None and not self.noise_multiplier > 0:
+            raise InputError(f"noise multiplier must be positive, got {self.noise_multiplier}")
+        if not self.max_grad_norm > 0:
+            raise InputError(f"--max-grad-norm must be positive, got {self.max_grad_norm}")
+        if self.unit not in UNITS:
+            raise InputError(f"unknown privacy unit {self.unit!r}: choose document or subject")
+        if self.unit == "subject" and not subject_field:
+            raise InputError("--privacy-unit subject needs --subject-field naming each record's data subject")
+
+
 @dataclass(frozen=True)
 class ExpertOptions:
     steps: int = 300
@@ -60,6 +95,10 @@ class ExpertOptions:
     router_bias: bool = False  # the method's learnable bias; off by default (see README: measured)
     public_rows: int = 4  # rows of public text per step that train only the router (with public data given)
     checkpoint_every: int = 50
+    dp: DPOptions | None = None  # with DP, batch_size is the expected number of units per step
+    canaries: int = 0  # canaries generated for audits; each planted with probability 1/2
+    canary_repeats: int = 1
+    owner: str = "local"  # the owner's name in its privacy ledger
 
     def settings(self, anchor_seq_len: int) -> TrainSettings:
         seq_len = self.seq_len or anchor_seq_len
@@ -170,45 +209,37 @@ def train_expert(
     home: Path | None = None,
     progress: Progress = NULL_PROGRESS,
 ) -> TrainedExpert:
-    """Train one expert against the frozen anchor and write its package. `home` holds the owner's secret key
-    (default: $FLEXAUDIT_HOME); owner-side files (checkpoints, the split's text) go to `<out>.local`.
-    With `public_data`, a few rows of public text per step teach the router where the public expert is
-    better (see RouterContrastStream); the expert itself still learns from the owner's data only."""
+    """Train one expert against the frozen anchor and write its package.
+
+    `home` holds the owner's secret key and privacy ledger (default: $FLEXAUDIT_HOME); owner-side files
+    (checkpoints, the split's text, canary secrets) go to `<out>.local`. With `public_data`, a few rows of
+    public text per step teach the router where the public expert is better (see RouterContrastStream);
+    the expert itself still learns from the owner's data only. With `options.dp`, training is DP-SGD and
+    the privacy ledger must allow the run before it starts."""
     check_name(name)
+    dp = options.dp
+    if dp is not None:
+        dp.validate(subject_field=subject_field)
     if out.exists() and not overwrite:
         if resume and (out / MANIFEST).is_file():
             raise InputError(f"{out} already holds a finished package: nothing to resume (pass --force to retrain)")
         raise InputError(f"{out} already exists: choose another --out or pass --force to replace it")
     anchor = load_anchor(anchor_dir)
     docs = load_documents(data, subject_field=subject_field)
-    split = split_documents(docs, seed=options.seed, holdout_fraction=options.holdout_fraction)
+    unit = dp.unit if dp is not None else "document"
+    split = split_documents(docs, seed=options.seed, holdout_fraction=options.holdout_fraction, by_subject=unit == "subject")
     settings = options.settings(anchor.config.max_seq_len)
+    home = home or owner_home()
     key = owner_key(home)
     fingerprint = dataset_fingerprint(docs, key)
+    local = local_dir(out)
 
-    member_texts = [d.text for d in split.members]
-    rows = router_rows(options.router_init, anchor.model, anchor.tokenizer, member_texts, seed=options.seed)
+    canaries = plant_canaries(options, key=key, name=name)
+    training_texts = [d.text for d in split.members] + [c.text for c in canaries if c.included for _ in range(options.canary_repeats)]
+    rows = router_rows(options.router_init, anchor.model, anchor.tokenizer, [d.text for d in split.members], seed=options.seed)
     model = upcycle(anchor.model, rows, router_bias=options.router_bias)
     trainable = model.freeze_anchor()
-    stream = PackedStream(
-        encode_documents(anchor.tokenizer, member_texts),
-        seq_len=settings.seq_len,
-        batch_size=settings.batch_size,
-        seed=options.seed,
-    )
-    negatives = None
-    if public_data is not None:
-        public_docs = load_documents(public_data)
-        public = PackedStream(encode_documents(anchor.tokenizer, [d.text for d in public_docs]),
-                              seq_len=settings.seq_len, batch_size=options.public_rows, seed=options.seed)
-        stream = RouterContrastStream(stream, public)
-        negatives = {
-            "public_documents": len(public_docs),
-            "rows_per_step": options.public_rows,
-            "public_data_sha256": text_sha256("\n".join(sorted(d.sha256 for d in public_docs))),
-            "trains": "router row only (the expert's output is detached on public rows)",
-        }
-    local = local_dir(out)
+    public, negatives = _public_rows(public_data, anchor, settings, options)
     identity = {
         "kind": "expert",
         "name": name,
@@ -217,15 +248,29 @@ def train_expert(
         "public": negatives,
         "options": asdict(options),
     }
-    result = train(
-        model, stream, settings, checkpoint_dir=local / "checkpoints", resume=resume,
-        identity=identity, progress=progress, description=f"expert {name}",
-    )
+    ledger = Ledger(home / "ledger.db")
+    if dp is None:
+        run_id = _fresh_run_id(ledger, run_id_for(identity))
+        ledger.plan_run(owner=options.owner, dataset=fingerprint["fingerprint"], expert=name, segments=None,
+                        delta=None, run_id=run_id)
+        stream = PackedStream(encode_documents(anchor.tokenizer, training_texts), seq_len=settings.seq_len,
+                              batch_size=settings.batch_size, seed=options.seed)
+        result = train(
+            model, RouterContrastStream(stream, public) if public else stream, settings,
+            checkpoint_dir=local / "checkpoints", resume=resume, identity=identity, progress=progress,
+            description=f"expert {name}",
+        )
+        privacy, segments = NO_GUARANTEE, None
+    else:
+        result, privacy, segments, run_id = _train_private(
+            model, anchor, split.members, canaries, options, settings, identity=identity, fingerprint=fingerprint,
+            ledger=ledger, key=key, public=public, checkpoint_dir=local / "checkpoints", resume=resume,
+            name=name, progress=progress,
+        )
     frozen_checked = verify_frozen(model, anchor.directory)
     manifest = {
         "format": PACKAGE_FORMAT,
-        "name": name,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "name": name,  # no timestamp: the same data and settings give a bit-identical package
         "anchor": {"root_digest": anchor.root_digest},
         "architecture": {
             "vocab_size": anchor.config.vocab_size,
@@ -241,7 +286,8 @@ def train_expert(
         },
         "training": {
             **{k: v for k, v in asdict(settings).items() if k != "checkpoint_every"},
-            "method": "FlexOlmo expert: 2 experts, top-2, no load-balancing loss, AdamW",
+            "method": "FlexOlmo expert: 2 experts, top-2, no load-balancing loss, AdamW"
+            + (", DP-SGD" if dp is not None else ""),
             "trainable": "slot-1 FFN, slot-1 router row" + (", router bias" if options.router_bias else ""),
             "frozen": "embeddings, attention, norms, LM head, public FFN, public router row",
             "trainable_parameters": sum(p.numel() for n, p in model.named_parameters() if n in trainable),
@@ -250,16 +296,137 @@ def train_expert(
             "epochs": round(result.epochs, 3),
             "final_loss": round(result.final_loss, 5),
         },
-        "data": {**fingerprint, "source_format": data.suffix.lstrip(".") or "folder"},
+        "data": {**fingerprint, "unit_of_privacy": unit, "source_format": data.suffix.lstrip(".") or "folder"},
         "split": split.record(key),
-        "privacy": NO_GUARANTEE,
+        "canaries": canary_record(canaries, options, key),
+        "privacy": privacy,
         "software": software_versions(),
     }
-    write_package(out, package_tensors(model), manifest, overwrite=overwrite)
+
+    def release(staged: Path) -> None:
+        # the ledger learns of the release before the package becomes visible: never behind what was shared
+        ledger.record_release(run_id, segments, package_digest=root_digest(staged))
+
+    write_package(out, package_tensors(model), manifest, overwrite=overwrite, before_publish=release)
     _write_local_split(local, split)
+    if canaries:
+        atomic_write_json(local / "canaries.json", {"template": canaries[0].template, "repeats": options.canary_repeats,
+                                                    "canaries": [c.as_dict(reveal=True) for c in canaries]})
     progress.note(f"expert package: {out}  (owner-only files: {local})")
     return TrainedExpert(package=out, local=local, manifest=read_json(out / MANIFEST, "manifest"),
                          members=split.members, holdout=split.holdout)
+
+
+def _fresh_run_id(ledger: Ledger, base: str) -> str:
+    """`base` unless a run with that id was already released: a retrain is then a new run (and, under DP, a
+    new noise stream), composed with the earlier one. A killed run was never released, so it resumes under
+    its own id and continues its own noise stream."""
+    run_id, n = base, 1
+    while (existing := ledger.run(run_id)) is not None and existing.status == "released":
+        n += 1
+        run_id = f"{base}-{n}"
+    return run_id
+
+
+def _public_rows(public_data: Path | None, anchor: Anchor, settings: TrainSettings, options: ExpertOptions):
+    if public_data is None:
+        return None, None
+    docs = load_documents(public_data)
+    stream = PackedStream(encode_documents(anchor.tokenizer, [d.text for d in docs]),
+                          seq_len=settings.seq_len, batch_size=options.public_rows, seed=options.seed)
+    record = {
+        "public_documents": len(docs),
+        "rows_per_step": options.public_rows,
+        "public_data_sha256": text_sha256("\n".join(sorted(d.sha256 for d in docs))),
+        "trains": "router row only (the expert's output is detached on public rows)",
+    }
+    return stream, record
+
+
+def plant_canaries(options: ExpertOptions, *, key: bytes, name: str) -> list:
+    """Canaries with secrets drawn from the owner's secret key: nobody else can know or guess them. Each is
+    included (planted) with probability 1/2, which the one-run epsilon audit needs."""
+    if options.canaries <= 0:
+        return []
+    from attacks import make_canaries
+
+    seed = secret_seed(key, f"{name}:{options.seed}", "canaries")
+    return make_canaries(options.canaries, seed=seed, include_prob=0.5)
+
+
+def canary_record(canaries: list, options: ExpertOptions, key: bytes) -> dict:
+    """What the shared manifest says about canaries: counts and keyed hashes, never a secret."""
+    if not canaries:
+        return {"planted": 0}
+    return {
+        "generated": len(canaries),
+        "planted": sum(1 for c in canaries if c.included),
+        "repeats": options.canary_repeats,
+        "inclusion": "each canary planted with probability 1/2 (for the one-run epsilon audit)",
+        "hashes": sorted(c.as_dict(hash_key=key)["sha256"] for c in canaries),
+        "secrets": "kept by the owner in <package>.local/canaries.json",
+    }
+
+
+def _train_private(model, anchor, members, canaries, options, settings, *, identity, fingerprint, ledger, key,
+                   public, checkpoint_dir, resume, name, progress):
+    """DP-SGD over privacy units; the ledger refuses the run before any step if it would exceed the cap."""
+    dp = options.dp
+    by_unit: dict[str, list[str]] = {}
+    for d in sorted(members, key=lambda d: d.id):
+        by_unit.setdefault(d.subject if dp.unit == "subject" else d.id, []).append(d.text)
+    texts = ["".join(t + anchor.tokenizer.eos_token for t in group) for group in by_unit.values()]
+    for c in canaries:  # every planted copy is a unit of its own
+        if c.included:
+            texts.extend([c.text + anchor.tokenizer.eos_token] * options.canary_repeats)
+    units = [ids for ids in encode_documents(anchor.tokenizer, texts, add_eos=False)]
+    unit_rows, truncated = unit_windows(units, seq_len=settings.seq_len, max_windows=dp.max_windows)
+    n = len(unit_rows)
+    sample_rate = settings.batch_size / n
+    if sample_rate >= 1:
+        raise InputError(f"a batch of {settings.batch_size} units is not a sample of {n} units: lower --batch-size")
+    delta = dp.delta if dp.delta is not None else default_delta(n)
+    if delta >= 1 / n:
+        raise InputError(f"delta {delta:g} is not below 1/N = {1 / n:.3g}: such a guarantee is meaningless; lower --delta")
+    sigma = dp.noise_multiplier or noise_multiplier_for(
+        target_epsilon=dp.target_epsilon, sample_rate=sample_rate, steps=settings.steps, delta=delta, accountant=dp.accountant)
+    planned = [Segment(noise_multiplier=sigma, sample_rate=sample_rate, steps=settings.steps)]
+    if dp.budget is not None:
+        ledger.set_cap(owner=options.owner, dataset=fingerprint["fingerprint"], epsilon=dp.budget, delta=delta,
+                       accountant=dp.accountant)
+    run_id = _fresh_run_id(ledger, run_id_for({**identity, "sigma": sigma, "delta": delta}))
+    ledger.plan_run(owner=options.owner, dataset=fingerprint["fingerprint"], expert=name, segments=planned,
+                    delta=delta, unit=dp.unit, accountant=dp.accountant, run_id=run_id)[1].raise_if_exceeded()
+    settings_dp = DPSettings(noise_multiplier=sigma, sample_rate=sample_rate, max_grad_norm=dp.max_grad_norm,
+                             delta=delta, unit=dp.unit, accountant=dp.accountant, units=n,
+                             physical_batch_size=dp.physical_batch_size, engine=dp.engine)
+    result, stats = train_dp(model, unit_rows, settings, settings_dp, key=key, run_id=run_id, public=public,
+                             checkpoint_dir=checkpoint_dir, resume=resume, identity=identity, progress=progress,
+                             description=f"expert {name} (DP)")
+    history = [Segment(noise_multiplier=sigma, sample_rate=sample_rate, steps=settings.steps)]
+    spent = account(history, delta=delta, accountant=dp.accountant)
+    check = cross_check(history, delta=delta, accountant=dp.accountant)
+    privacy = {
+        "guarantee": "dp",
+        "statement": f"({spent.epsilon:.3g}, {delta:g})-differential privacy for each {dp.unit}"
+        + (" (all records of one data subject)" if dp.unit == "subject" else ""),
+        "epsilon": spent.epsilon,
+        "delta": delta,
+        "unit": dp.unit,
+        "accountant": check.to_dict()["accountant"],
+        "sample_rate": sample_rate,
+        "noise_multiplier": sigma,
+        "steps": settings.steps,
+        "max_grad_norm": dp.max_grad_norm,
+        "sampling": "Poisson (each unit independently with probability sample_rate)",
+        "dataset_size": n,
+        "expected_batch_size": round(sample_rate * n, 3),
+        "target_epsilon": dp.target_epsilon,
+        "cross_check": check.to_dict(),
+        "units_truncated": {"count": truncated, "max_tokens_per_unit": dp.max_windows * settings.seq_len},
+        "training_statistics": stats,
+    }
+    return result, privacy, history, run_id
 
 
 def _write_local_split(local: Path, split) -> None:
@@ -274,7 +441,10 @@ def _write_local_split(local: Path, split) -> None:
 
 # --- packages on disk -----------------------------------------------------------------------------------
 
-def write_package(out: Path, tensors: dict[str, torch.Tensor], manifest: dict, *, overwrite: bool) -> str:
+def write_package(out: Path, tensors: dict[str, torch.Tensor], manifest: dict, *, overwrite: bool,
+                  before_publish: Callable[[Path], None] | None = None) -> str:
+    """Write the package in a staging directory; `before_publish(staged_dir)` runs when it is complete and
+    before it becomes visible at `out` (an exception there publishes nothing)."""
     with staged_directory(out, replace=overwrite) as tmp:
         save_file(tensors, str(tmp / WEIGHTS), metadata={"format": "flexaudit-expert"})
         digests = file_digests(tmp)
@@ -288,6 +458,8 @@ def write_package(out: Path, tensors: dict[str, torch.Tensor], manifest: dict, *
             "content_root_digest": root_digest_of(digests),
         }
         atomic_write_json(tmp / MANIFEST, manifest)
+        if before_publish is not None:
+            before_publish(tmp)
     return root_digest(out)
 
 

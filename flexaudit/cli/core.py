@@ -20,6 +20,16 @@ class PresetChoice(str, Enum):
     small = "small"
 
 
+class UnitChoice(str, Enum):
+    document = "document"
+    subject = "subject"
+
+
+class AccountantChoice(str, Enum):
+    prv = "prv"
+    rdp = "rdp"
+
+
 class RouterInitChoice(str, Enum):
     hidden_mean = "hidden-mean"
     embedder = "embedder"
@@ -82,21 +92,46 @@ def expert_train(
     subject_field: Annotated[Optional[str], typer.Option(help="Field naming the data subject of each record.")] = None,
     router_init: Annotated[RouterInitChoice, typer.Option(help="How the expert's router row starts.")] = RouterInitChoice.hidden_mean,
     router_bias: Annotated[bool, typer.Option(help="Train the method's negative router bias (dropped at merge).")] = False,
+    public_data: Annotated[Optional[Path], typer.Option(help="Public text whose rows teach only the router where the public expert is better.")] = None,
+    dp: Annotated[bool, typer.Option("--dp", help="Train with DP-SGD (then --batch-size is the expected units per step).")] = False,
+    target_epsilon: Annotated[Optional[float], typer.Option(help="With --dp: the epsilon to reach after --steps (noise is derived).")] = None,
+    noise_multiplier: Annotated[Optional[float], typer.Option(help="With --dp: the noise multiplier sigma (epsilon is derived).")] = None,
+    delta: Annotated[Optional[float], typer.Option(help="With --dp: delta (default: the largest power of ten at most 1/(10 N), at most 1e-5).")] = None,
+    max_grad_norm: Annotated[float, typer.Option(help="With --dp: per-unit clipping norm C.")] = 1.0,
+    privacy_unit: Annotated[UnitChoice, typer.Option(help="With --dp: one document, or every record of one data subject.")] = UnitChoice.document,
+    accountant: Annotated[AccountantChoice, typer.Option(help="With --dp: the privacy accountant.")] = AccountantChoice.prv,
+    budget: Annotated[Optional[float], typer.Option(help="Cap on the total epsilon spent on this dataset, across runs (the ledger).")] = None,
+    owner: Annotated[str, typer.Option(help="Your name in the privacy ledger.")] = "local",
+    canaries: Annotated[int, typer.Option(help="Canaries with random secrets to generate (each planted with probability 1/2).")] = 0,
+    canary_repeats: Annotated[int, typer.Option(help="Copies of each planted canary.")] = 1,
     checkpoint_every: Annotated[int, typer.Option(help="Steps between checkpoints.")] = 50,
     resume: Annotated[bool, typer.Option(help="Continue from the last checkpoint of an interrupted run.")] = False,
     force: Annotated[bool, typer.Option(help="Replace an existing package directory.")] = False,
 ) -> None:
     """Train an expert against the frozen anchor; write the shareable package and keep the rest local."""
-    from flexaudit.expert import ExpertOptions, train_expert
+    from flexaudit.errors import InputError
+    from flexaudit.expert import DPOptions, ExpertOptions, train_expert
 
     def run():
+        if not dp and (target_epsilon is not None or noise_multiplier is not None):
+            raise InputError("--target-epsilon and --noise-multiplier need --dp")
+        if canaries < 0 or canary_repeats < 1:
+            raise InputError("--canaries must be at least 0 and --canary-repeats at least 1")
+        dp_options = DPOptions(
+            target_epsilon=target_epsilon, noise_multiplier=noise_multiplier, delta=delta, max_grad_norm=max_grad_norm,
+            unit=privacy_unit.value, accountant=accountant.value, budget=budget,
+        ) if dp else None
+        if budget is not None and not dp:
+            raise InputError("--budget caps a DP run's epsilon: add --dp (a run without DP has no epsilon to cap)")
         options = ExpertOptions(
             steps=steps, batch_size=batch_size, seq_len=seq_len, lr=lr, seed=seed, holdout_fraction=holdout_fraction,
-            router_init=router_init.value, router_bias=router_bias, checkpoint_every=checkpoint_every,
+            router_init=router_init.value, router_bias=router_bias, checkpoint_every=checkpoint_every, dp=dp_options,
+            canaries=canaries, canary_repeats=canary_repeats, owner=owner,
         )
         with RichProgress() as progress:
             return train_expert(anchor_dir=anchor, data=data, name=name, out=out_dir, options=options,
-                                subject_field=subject_field, resume=resume, overwrite=force, progress=progress)
+                                subject_field=subject_field, public_data=public_data, resume=resume,
+                                overwrite=force, progress=progress)
 
     trained = guarded(run)
     m = trained.manifest

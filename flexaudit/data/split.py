@@ -46,8 +46,9 @@ def keyed_hash(key: bytes, text: str) -> str:
     return hmac.new(key, text.encode("utf-8"), hashlib.sha256).hexdigest()
 
 
-def _unit_interval(seed: int, doc: Document) -> float:
-    h = hashlib.sha256(f"{seed}:{doc.sha256}".encode("ascii")).hexdigest()
+def _unit_interval(seed: int, doc: Document, by_subject: bool) -> float:
+    key = hashlib.sha256(doc.subject.encode()).hexdigest() if by_subject else doc.sha256
+    h = hashlib.sha256(f"{seed}:{key}".encode("ascii")).hexdigest()
     return int(h[:16], 16) / 2**64
 
 
@@ -70,19 +71,23 @@ class Split:
         }
 
 
-def split_documents(docs: list[Document], *, seed: int = 0, holdout_fraction: float = 0.1) -> Split:
-    """Split documents by content hash. Identical texts always land on the same side."""
+def split_documents(docs: list[Document], *, seed: int = 0, holdout_fraction: float = 0.1,
+                    by_subject: bool = False) -> Split:
+    """Split documents by content hash: identical texts always land on the same side. With by_subject,
+    all records of one data subject land on the same side (the privacy unit is the person)."""
     if not 0.0 < holdout_fraction < 1.0:
         raise InputError(f"holdout fraction must be between 0 and 1, got {holdout_fraction}")
     if len({d.sha256 for d in docs}) < 2:
         raise InputError("need at least two distinct documents to split into members and holdout")
-    scored = [(_unit_interval(seed, d), d) for d in docs]
+    if by_subject and any(d.subject is None for d in docs):
+        raise InputError("splitting by subject needs a subject on every record: pass --subject-field")
+    scored = [(_unit_interval(seed, d, by_subject), d) for d in docs]
     holdout = [d for u, d in scored if u < holdout_fraction]
     members = [d for u, d in scored if u >= holdout_fraction]
-    if not holdout:  # tiny data: keep one document (all its copies) out rather than audit with none
-        lowest = min(scored, key=lambda s: s[0])[1].sha256
-        holdout = [d for d in docs if d.sha256 == lowest]
-        members = [d for d in docs if d.sha256 != lowest]
+    if not holdout:  # tiny data: keep one unit (all its copies) out rather than audit with none
+        lowest = min(scored, key=lambda s: s[0])[0]
+        holdout = [d for u, d in scored if u == lowest]
+        members = [d for u, d in scored if u != lowest]
     if not members:
         raise InputError("the split left no member documents: lower --holdout-fraction or add data")
     return Split(members=members, holdout=holdout, seed=seed, holdout_fraction=holdout_fraction)

@@ -1,0 +1,216 @@
+"""The audit: every attack against one expert (anchor + expert), and against the anchor alone as baseline.
+
+flexaudit builds the models to attack and hands them to the model-agnostic `attacks` library:
+  target     anchor + this expert, as a standard Hugging Face FlexOlmo checkpoint in a temporary directory
+  reference  the frozen public anchor, which never saw the owner's data: the calibration model of the
+             reference-based attacks, and the baseline every figure is compared with
+
+Members are the expert's training split and non-members its recorded holdout split (the owner's local
+copies, `<package>.local/members.jsonl` and `holdout.jsonl`, unless given): the same distribution by
+construction, which the blind baseline checks. report.json holds counts, rates, intervals and keyed hashes;
+raw text only with reveal.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from flexaudit.anchor import load_anchor, local_dir
+from flexaudit.data import load_documents
+from flexaudit.data.split import owner_home, owner_key
+from flexaudit.errors import InputError
+from flexaudit.expert import load_package
+from flexaudit.merge import export_for_transformers
+from flexaudit.personal_data import NOT_SEARCHED, find_personal_data
+from flexaudit.progress import NULL_PROGRESS, Progress
+
+MEMBERSHIP_ATTACKS = ("FA-MIA-LOSS", "FA-MIA-ZLIB", "FA-MIA-MINK", "FA-MIA-MINKPP", "FA-MIA-REF", "FA-MIA-RMIA")
+EXTRACTION_ATTACKS = ("FA-EXT-DISC", "FA-EXT-SAMPLED", "FA-EXT-PROB", "FA-EXT-CANARY", "FA-EXT-PII")
+
+
+@dataclass(frozen=True)
+class AuditOptions:
+    max_documents: int = 400  # members and as many non-members, sampled deterministically
+    extraction_documents: int = 100  # members attacked by each extraction attack
+    prefix_len: int = 32
+    suffix_len: int = 32
+    sampled_window: int | None = None  # tokens incl. the prefix; None: the anchor's context, at most 128
+    samples_per_prefix: int = 10
+    pii_prompts: int = 100
+    attacks: tuple[str, ...] | None = None  # None: every attack that can run
+    batch_size: int = 16
+    seed: int = 0
+    reveal: bool = False
+    policy: Path | None = None
+
+
+@dataclass
+class AuditResult:
+    audit_dir: Path
+    report: dict
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def _texts(path: Path) -> list[str]:
+    return [d.text for d in load_documents(path)]
+
+
+def _sample(texts: list[str], n: int, seed: int) -> list[str]:
+    if len(texts) <= n:
+        return list(texts)
+    return random.Random(seed).sample(texts, n)
+
+
+def _pii_prompts(members: list[str], limit: int, seed: int) -> tuple[list[dict], list[str], dict[str, int]]:
+    """Personal-data items of the training texts, and prompts that end right before one of them (the
+    realistic query: the context that preceded the value in a record)."""
+    items, prompts, categories = {}, [], {}
+    for text in members:
+        for f in find_personal_data(text):
+            items[(f.category, f.value)] = None
+            categories[f.category] = categories.get(f.category, 0) + 1
+            if f.start >= 24:
+                prompts.append(text[max(0, f.start - 200) : f.start])
+    chosen = _sample(prompts, limit, seed)
+    return [{"category": c, "value": v} for c, v in items], chosen, categories
+
+
+def _last_tokens(tokenizer, text: str, n: int) -> str:
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    return text if len(ids) <= n else tokenizer.decode(ids[-n:])
+
+
+def _selected(options: AuditOptions, attack_id: str) -> bool:
+    return options.attacks is None or attack_id in options.attacks
+
+
+def run_audit(
+    expert_dir: Path,
+    *,
+    anchor_dir: Path,
+    out: Path,
+    members: Path | None = None,
+    nonmembers: Path | None = None,
+    options: AuditOptions = AuditOptions(),
+    home: Path | None = None,
+    progress: Progress = NULL_PROGRESS,
+) -> AuditResult:
+    import attacks
+    from flexaudit.report import build_report, write_report
+
+    unknown = [a for a in (options.attacks or ()) if a not in MEMBERSHIP_ATTACKS + EXTRACTION_ATTACKS + ("FA-MIA-LIRA",)]
+    if unknown:
+        raise InputError(f"unknown attack {unknown[0]!r}: choose from {', '.join(MEMBERSHIP_ATTACKS + EXTRACTION_ATTACKS)}")
+    began = time.perf_counter()
+    seconds: dict[str, float] = {}
+    anchor = load_anchor(anchor_dir)
+    package = load_package(expert_dir, anchor=anchor)
+    local = local_dir(Path(expert_dir))
+    members = members or local / "members.jsonl"
+    nonmembers = nonmembers or local / "holdout.jsonl"
+    for path, what in ((members, "members (the training split)"), (nonmembers, "non-members (the holdout split)")):
+        if not Path(path).exists():
+            raise InputError(f"{what} not found at {path}: run the audit where the expert was trained, or pass "
+                             f"--members/--nonmembers")
+    key = owner_key(home or owner_home())
+    member_texts = _sample(_texts(members), options.max_documents, options.seed)
+    nonmember_texts = _sample(_texts(nonmembers), options.max_documents, options.seed + 1)
+    texts = member_texts + nonmember_texts
+    labels = [True] * len(member_texts) + [False] * len(nonmember_texts)
+
+    with export_for_transformers(Path(expert_dir), anchor_dir=anchor.directory) as target_dir:
+        target = attacks.load_causal_lm(target_dir, name=f"anchor + {package.name}")
+        reference = attacks.load_causal_lm(anchor.directory, name="anchor")
+        context = anchor.config.max_seq_len
+
+        t = time.perf_counter()
+        target_cache = attacks.score_texts(target, texts, batch_size=options.batch_size, max_length=context, progress=progress)
+        reference_cache = attacks.score_texts(reference, texts, batch_size=options.batch_size, max_length=context, progress=progress)
+        chosen = [a for a in MEMBERSHIP_ATTACKS if _selected(options, a)]
+        membership = {
+            "target": attacks.run_membership(target_cache, reference_cache, is_member=labels, attacks=chosen, seed=options.seed),
+            "anchor": attacks.run_membership(reference_cache, None, is_member=labels,
+                                             attacks=[a for a in chosen if a not in ("FA-MIA-REF", "FA-MIA-RMIA")],
+                                             seed=options.seed),
+        }
+        seconds["membership"] = time.perf_counter() - t
+
+        t = time.perf_counter()
+        extraction: dict[str, list] = {"target": [], "anchor": []}
+        attacked = _sample(member_texts, options.extraction_documents, options.seed + 2)
+        window = options.sampled_window or min(context, 128)
+        prefix = min(options.prefix_len, context // 2)
+        suffix = min(options.suffix_len, context - prefix)
+        canary_file = local / "canaries.json"
+        canaries = []
+        if canary_file.is_file():
+            canaries = [attacks.Canary.from_dict(c) for c in json.loads(canary_file.read_text())["canaries"]]
+        items, prompts, categories = _pii_prompts(member_texts, options.pii_prompts, options.seed)
+        pii_new_tokens = min(32, context // 4)
+        prompts = [_last_tokens(anchor.tokenizer, p, context - pii_new_tokens) for p in prompts]
+        for side, lm in (("target", target), ("anchor", reference)):
+            runs = extraction[side]
+            if _selected(options, "FA-EXT-DISC"):
+                runs.append(attacks.discoverable_extraction(lm, attacked, prefix_len=prefix, suffix_len=suffix,
+                                                            seed=options.seed, reveal=options.reveal, progress=progress))
+            if _selected(options, "FA-EXT-SAMPLED"):
+                runs.append(attacks.sampled_extraction(lm, attacked, prefix_len=prefix, window_len=window,
+                                                       n_samples=options.samples_per_prefix, seed=options.seed,
+                                                       reveal=options.reveal, progress=progress))
+            if _selected(options, "FA-EXT-PROB"):
+                runs.append(attacks.probabilistic_extraction(lm, attacked, prefix_len=prefix, suffix_len=suffix,
+                                                             seed=options.seed, progress=progress))
+            if _selected(options, "FA-EXT-CANARY"):
+                if canaries:
+                    runs.append(attacks.canary_exposure(lm, canaries, seed=options.seed, reveal=options.reveal,
+                                                        hash_key=key, progress=progress))
+                elif side == "target":
+                    runs.append({"attack_id": "FA-EXT-CANARY", "status": "not_run",
+                                 "reason": "the expert was trained without canaries (expert train --canaries N)"})
+            if _selected(options, "FA-EXT-PII"):
+                if prompts:
+                    runs.append(attacks.pii_leakage(lm, items, prompts, max_new_tokens=pii_new_tokens, seed=options.seed,
+                                                    reveal=options.reveal, hash_key=key, progress=progress))
+                elif side == "target":
+                    runs.append({"attack_id": "FA-EXT-PII", "status": "not_run",
+                                 "reason": "no personal-data item was found in the training texts"})
+        seconds["extraction"] = time.perf_counter() - t
+
+    hygiene = attacks.blind_baseline(member_texts, nonmember_texts, seed=options.seed)
+    bounds = []
+    strongest = membership["target"].worst_case()
+    if strongest is not None:
+        bound = attacks.metrics.epsilon_lower_bound_split(strongest.member_scores, strongest.nonmember_scores,
+                                                          seed=options.seed)
+        bounds.append({**bound.as_dict(), "source": strongest.attack_id})
+    seconds["total"] = time.perf_counter() - began
+    report = build_report(
+        package,
+        anchor_digest=anchor.root_digest,
+        membership=membership,
+        extraction=extraction,
+        hygiene=hygiene,
+        epsilon_lower_bounds=bounds,
+        audit={
+            "seed": options.seed,
+            "members_source": "the expert's training split" if members == local / "members.jsonl" else "given",
+            "nonmembers_source": "the expert's recorded holdout split" if nonmembers == local / "holdout.jsonl" else "given",
+            "members": len(member_texts),
+            "nonmembers": len(nonmember_texts),
+            "extraction_documents": len(attacked),
+            "personal_data": {"categories_searched": list(categories) or [], "not_searched": list(NOT_SEARCHED),
+                              "items": len(items), "prompts": len(prompts)},
+            "seconds": {k: round(v, 1) for k, v in seconds.items()},
+        },
+        data={"personal_data_categories": categories},
+        policy=options.policy,
+        reveal=options.reveal,
+        package_path=str(Path(expert_dir).resolve()),
+        anchor_path=str(anchor.directory.resolve()),
+    )
+    write_report(out, report, figures=True)
+    return AuditResult(audit_dir=Path(out), report=report, seconds=seconds)

@@ -1,0 +1,87 @@
+"""The `audit` command: every attack against one expert, with the anchor beside it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.table import Table
+
+from flexaudit.cli._common import RichProgress, guarded, out
+
+
+def _figure(m) -> str:
+    if not m.measured:
+        return f"not run: {m.reason or ''}"[:60]
+    interval = f" [{m.lower:.3f}, {m.upper:.3f}]" if m.lower is not None and m.upper is not None else ""
+    samples = f" (n={m.samples})" if m.samples else ""
+    return f"{m.value:.3f}{interval}{samples}"
+
+
+def summary_rows(report: dict) -> list[tuple[str, str, str]]:
+    """(what, anchor + expert figure with its interval, anchor figure) for the terminal table."""
+    from flexaudit.report import metrics
+
+    rows = []
+    measurements = metrics.membership_auc(report) + metrics.membership_tpr(report, fpr=0.01)
+    for attack_id in ("FA-EXT-DISC", "FA-EXT-SAMPLED", "FA-EXT-PII"):
+        m = metrics.extraction_rate(report, attack_id)
+        if m is not None:
+            measurements.append(m)
+    for m in [metrics.canary_exposure(report), metrics.blind_baseline(report), *metrics.empirical_epsilon_bounds(report)]:
+        if m is not None:
+            measurements.append(m)
+    for m in measurements:
+        anchor = "" if m.anchor is None else f"{m.anchor:.3f}" + (" (chance)" if m.anchor_source == "chance level" else "")
+        rows.append((f"{m.attack_id} {m.metric}", _figure(m), anchor))
+    return rows
+
+
+def audit_cmd(
+    expert_dir: Annotated[Path, typer.Argument(help="The expert package to audit.")],
+    anchor: Annotated[Path, typer.Option(help="The anchor the expert was trained on.")],
+    out_dir: Annotated[Path, typer.Option("--out", help="Audit directory (report.json, figures).")],
+    members: Annotated[Optional[Path], typer.Option(help="Member texts (default: the expert's training split).")] = None,
+    nonmembers: Annotated[Optional[Path], typer.Option(help="Non-member texts (default: the expert's holdout split).")] = None,
+    attacks: Annotated[Optional[str], typer.Option(help="Comma-separated attack IDs (default: every attack that can run).")] = None,
+    max_documents: Annotated[int, typer.Option(help="Members (and as many non-members) to score.")] = 400,
+    extraction_documents: Annotated[int, typer.Option(help="Members each extraction attack targets.")] = 100,
+    policy: Annotated[Optional[Path], typer.Option(help="Policy for the report's verdict (default: the shipped one).")] = None,
+    seed: Annotated[int, typer.Option(help="Seed for sampling and decoding.")] = 0,
+    reveal: Annotated[bool, typer.Option(help="Keep raw training text and extracted values in the report.")] = False,
+    force: Annotated[bool, typer.Option(help="Replace an existing report in --out.")] = False,
+) -> None:
+    """Run membership inference and extraction attacks on anchor + expert and on the anchor alone."""
+    from flexaudit.audit import AuditOptions, run_audit
+    from flexaudit.errors import InputError
+
+    def run():
+        if (out_dir / "report.json").exists() and not force:
+            raise InputError(f"{out_dir} already holds a report: choose another --out or pass --force to replace it")
+        options = AuditOptions(
+            max_documents=max_documents, extraction_documents=extraction_documents, seed=seed, reveal=reveal,
+            policy=policy, attacks=tuple(a.strip() for a in attacks.split(",")) if attacks else None,
+        )
+        with RichProgress() as progress:
+            return run_audit(expert_dir, anchor_dir=anchor, out=out_dir, members=members, nonmembers=nonmembers,
+                             options=options, progress=progress)
+
+    result = guarded(run)
+    report = result.report
+    table = Table(title=f"Audit of {report['subject']['expert']['name']!r}: anchor + expert vs anchor alone")
+    table.add_column("attack")
+    table.add_column("anchor + expert [95% CI]", justify="right")
+    table.add_column("anchor alone", justify="right")
+    for row in summary_rows(report):
+        table.add_row(*row)
+    out.print(table)
+    verdict = report.get("verdict", {})
+    out.print(f"verdict under the policy: {verdict.get('decision', 'unknown')} ({verdict.get('summary', '')})", markup=False)
+    if reveal:
+        out.print("[bold red]--reveal: this report contains raw training text; do not share it[/bold red]")
+    out.print(f"report: {result.audit_dir / 'report.json'}  (render it with: flexaudit report {result.audit_dir})")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("audit")(audit_cmd)

@@ -1,0 +1,372 @@
+"""DP-SGD for an expert: Poisson sampling of privacy units, per-unit clipping, Gaussian noise.
+
+Abadi et al. 2016 ("Deep Learning with Differential Privacy", arXiv 1607.00133), with the privacy unit
+chosen by the owner (a document, or every record of one data subject). Only the expert's own parameters
+(slot-1 FFN, router row, router bias) are trainable, so everything frozen stays out of the per-sample
+machinery entirely. Per-sample gradients come from fused autograd functions (default) or from Opacus'
+GradSampleModule hooks; see PerSampleEngine for why the default is not Opacus' path.
+
+One step, exactly as the accountants assume:
+  1. every unit is included independently with probability q (Poisson sampling; the batch size varies);
+  2. each included unit's gradient (summed over its windows, when a long unit spans several) is clipped to
+     L2 norm C;
+  3. the clipped sum gets N(0, (sigma C)^2) noise per coordinate, even when no unit was sampled, and is
+     divided by the expected batch size q N;
+  4. public rows (router negatives) add their ordinary gradient: public data costs no privacy.
+
+The sampler and the noise draw from generators seeded by an HMAC of the owner's secret key and the run id:
+an outsider cannot reproduce (and subtract) the noise, while the owner's resumed run continues the exact
+same streams. Their states are saved with every checkpoint, so a killed and resumed run ends with the same
+weights and the same epsilon, and counts every step exactly once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import hmac
+import json
+import shutil
+import time
+import warnings
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from flexaudit.errors import InputError
+from flexaudit.model import FlexOlmo, RouterBias, causal_lm_loss
+from flexaudit.progress import NULL_PROGRESS, Progress
+from flexaudit.training import Checkpoints, PackedStream, TrainResult, TrainSettings, _fault_point, _load_optimizer, _optimizer_tensors
+
+
+@dataclass(frozen=True)
+class DPSettings:
+    noise_multiplier: float
+    sample_rate: float
+    max_grad_norm: float
+    delta: float
+    unit: str  # "document" or "subject"
+    accountant: str
+    units: int  # privacy units in the training set (N)
+    physical_batch_size: int = 16  # units per forward pass; the logical batch is Poisson with mean q N
+    engine: str = "fused"  # per-sample gradients: "fused" or "opacus" (see PerSampleEngine)
+
+    @property
+    def expected_batch_size(self) -> float:
+        return self.sample_rate * self.units
+
+
+def unit_windows(units: list[list[int]], *, seq_len: int, max_windows: int) -> tuple[list[list[list[int]]], int]:
+    """Each unit's token sequence cut into at most `max_windows` rows of seq_len+1 tokens (overlapping by
+    one, so every token after the first is predicted once). Returns the rows per unit and how many units
+    were truncated."""
+    width = seq_len + 1
+    out, truncated = [], 0
+    for ids in units:
+        rows, start = [], 0
+        while start < len(ids) - 1 and len(rows) < max_windows:
+            rows.append(ids[start : start + width])
+            start += width - 1
+        if start < len(ids) - 1:
+            truncated += 1
+        out.append(rows or [ids[:width]])
+    return out, truncated
+
+
+def secret_seed(key: bytes, run_id: str, purpose: str) -> int:
+    digest = hmac.new(key, f"{purpose}:{run_id}".encode(), hashlib.sha256).digest()
+    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
+
+
+# --- per-sample gradients for the one module Opacus does not know ----------------------------------------
+
+def _register_router_bias_sampler() -> None:
+    from opacus.grad_sample import register_grad_sampler
+
+    @register_grad_sampler(RouterBias)
+    def _router_bias_grad_sample(layer: RouterBias, activations, backprops):  # noqa: ANN001
+        # out = logits + [0, min(b, 0)]: d out / d b_j = 1 where b_j <= 0 (clamp passes the boundary)
+        per_sample = backprops.reshape(backprops.shape[0], -1, backprops.shape[-1]).sum(1)[:, 1:]  # (n, E-1)
+        return {layer.weight: per_sample * (layer.weight <= 0).to(per_sample.dtype)}
+
+
+_register_router_bias_sampler()
+
+
+class _LinearPerSample(torch.autograd.Function):
+    """y = x W^T whose backward stores each sample's weight gradient in W.grad_sample and skips the
+    ordinary (summed) weight gradient: computing both is what makes hook-based DP-SGD slower."""
+
+    @staticmethod
+    def forward(ctx, x, weight):
+        ctx.save_for_backward(x, weight)
+        return F.linear(x, weight)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        x, weight = ctx.saved_tensors
+        per_sample = torch.einsum("b...o,b...i->boi", grad_out, x)  # (B, out, in)
+        _accumulate(weight, per_sample)
+        return (grad_out @ weight if ctx.needs_input_grad[0] else None), None
+
+
+class _RouterBiasPerSample(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, logits, weight):
+        ctx.save_for_backward(weight)
+        return logits + torch.cat((logits.new_zeros(1), weight.clamp(max=0.0)))
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        (weight,) = ctx.saved_tensors
+        per_sample = grad_out.reshape(grad_out.shape[0], -1, grad_out.shape[-1]).sum(1)[:, 1:]  # (B, E-1)
+        _accumulate(weight, per_sample * (weight <= 0).to(per_sample.dtype))
+        return grad_out, None
+
+
+def _accumulate(param: torch.Tensor, per_sample: torch.Tensor) -> None:
+    current = getattr(param, "grad_sample", None)
+    param.grad_sample = per_sample if current is None else current + per_sample
+
+
+class PerSampleEngine:
+    """Per-sample gradients of the trainable modules, two interchangeable ways.
+
+    "fused" (default): the expert's Linear layers and the router bias run through autograd functions that
+    produce per-sample weight gradients instead of (not in addition to) the summed ones.
+    "opacus": Opacus' GradSampleModule hooks (the reference implementation; autograd also computes the
+    summed gradient, which DP-SGD then discards). Both give the same per-sample gradients (tested)."""
+
+    KINDS = ("fused", "opacus")
+
+    def __init__(self, model: FlexOlmo, kind: str = "fused"):
+        if kind not in self.KINDS:
+            raise InputError(f"unknown per-sample gradient engine {kind!r}: choose {' or '.join(self.KINDS)}")
+        self.model, self.kind, self.private = model, kind, True
+        self._patched: list[torch.nn.Module] = []
+        if kind == "opacus":
+            from opacus import GradSampleModule
+
+            # The hooks fire on module outputs because no input of the frozen network needs a gradient;
+            # expected here (only the expert's weights are trained), so the warning says nothing useful.
+            warnings.filterwarnings("ignore", message="Full backward hook is firing", category=UserWarning)
+            self._gsm = GradSampleModule(model, batch_first=True, loss_reduction="sum", strict=False)
+        else:
+            for module in model.modules():
+                trainable = any(p.requires_grad for p in module.parameters(recurse=False))
+                if trainable and isinstance(module, torch.nn.Linear):
+                    module.forward = self._linear(module)
+                elif trainable and isinstance(module, RouterBias):
+                    module.forward = self._bias(module)
+                else:
+                    continue
+                self._patched.append(module)
+
+    def _linear(self, module: torch.nn.Linear):
+        def forward(x):
+            return _LinearPerSample.apply(x, module.weight) if self.private else F.linear(x, module.weight)
+        return forward
+
+    def _bias(self, module: RouterBias):
+        original = type(module).forward.__get__(module)
+
+        def forward(logits):
+            return _RouterBiasPerSample.apply(logits, module.weight) if self.private else original(logits)
+        return forward
+
+    def __call__(self, ids: torch.Tensor) -> torch.Tensor:
+        return self._gsm(ids) if self.kind == "opacus" else self.model(ids)
+
+    @contextlib.contextmanager
+    def ordinary(self):
+        """Ordinary summed gradients inside the block (for public data, which needs no privacy)."""
+        if self.kind == "opacus":
+            self._gsm.disable_hooks()
+        self.private = False
+        try:
+            yield
+        finally:
+            self.private = True
+            if self.kind == "opacus":
+                self._gsm.enable_hooks()
+
+    def close(self) -> None:
+        if self.kind == "opacus":
+            self._gsm.remove_hooks()
+            self._gsm.cleanup()
+        for module in self._patched:
+            del module.forward  # back to the class's forward
+        for p in self.model.parameters():
+            if hasattr(p, "grad_sample"):
+                p.grad_sample = None
+
+
+class _PerUnitClipper:
+    """Accumulates clipped per-unit gradients over the micro-batches of one logical step."""
+
+    def __init__(self, params: list[torch.nn.Parameter], max_grad_norm: float):
+        self.params, self.C = params, max_grad_norm
+        self.summed = [torch.zeros_like(p) for p in params]
+        self.norms: list[float] = []
+
+    def add(self, row_unit: torch.Tensor, n_units: int) -> None:
+        grads = []
+        for p in self.params:
+            gs = p.grad_sample  # (rows, *p.shape)
+            per_unit = torch.zeros((n_units, *p.shape), dtype=gs.dtype).index_add_(0, row_unit, gs)
+            grads.append(per_unit)
+            p.grad_sample = None
+        norms = torch.sqrt(sum(g.reshape(n_units, -1).pow(2).sum(1) for g in grads))  # (units,)
+        factor = (self.C / (norms + 1e-6)).clamp(max=1.0)  # (units,)
+        for acc, g in zip(self.summed, grads):
+            acc.add_(torch.einsum("u,u...->...", factor, g))
+        self.norms.extend(norms.tolist())
+
+
+def _batch(rows: list[list[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
+    T = max(len(r) for r in rows)
+    ids = torch.full((len(rows), T), pad, dtype=torch.long)
+    mask = torch.zeros((len(rows), T), dtype=torch.bool)
+    for i, r in enumerate(rows):
+        ids[i, : len(r)] = torch.tensor(r)
+        mask[i, : len(r)] = True
+    return ids, mask
+
+
+def _row_losses(model, ids: torch.Tensor, mask: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Sum over rows of (row NLL sum * weight): with weight = 1 / tokens of the row's unit, each unit's
+    loss is its mean token NLL, whatever its length."""
+    logits = model(ids)  # (R, T, V)
+    nll = F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]).float(), ids[:, 1:].reshape(-1), reduction="none")
+    per_row = (nll.view(ids.shape[0], -1) * mask[:, 1:]).sum(1)  # (R,)
+    return (per_row * weights).sum()
+
+
+def private_gradient(engine: PerSampleEngine, unit_rows, chosen, dp: DPSettings, noise: torch.Generator, trainable,
+                     unit_tokens, pad):
+    """Set p.grad of every trainable parameter to one DP-SGD gradient for the sampled units `chosen`:
+    per-unit clipped sum plus Gaussian noise, over the expected batch size. Returns the clipper (norms),
+    the summed loss and the number of predicted tokens."""
+    clipper = _PerUnitClipper(trainable, dp.max_grad_norm)
+    step_loss, step_tokens = 0.0, 0
+    for i in range(0, len(chosen), dp.physical_batch_size):
+        micro = chosen[i : i + dp.physical_batch_size]
+        rows, row_unit, weights = [], [], []
+        for j, u in enumerate(micro):
+            for r in unit_rows[u]:
+                rows.append(r)
+                row_unit.append(j)
+                weights.append(1.0 / max(1, unit_tokens[u]))
+        ids, mask = _batch(rows, pad)
+        loss = _row_losses(engine, ids, mask, torch.tensor(weights))
+        loss.backward()
+        clipper.add(torch.tensor(row_unit), len(micro))
+        step_loss += float(loss.detach())
+        step_tokens += int(mask[:, 1:].sum())
+    for p, acc in zip(trainable, clipper.summed):
+        draw = torch.normal(0.0, dp.noise_multiplier * dp.max_grad_norm, size=p.shape, generator=noise)
+        p.grad = (acc + draw) / dp.expected_batch_size
+    return clipper, step_loss, step_tokens
+
+
+def train_dp(
+    model: FlexOlmo,
+    unit_rows: list[list[list[int]]],
+    settings: TrainSettings,
+    dp: DPSettings,
+    *,
+    key: bytes,
+    run_id: str,
+    public: PackedStream | None,
+    checkpoint_dir: Path,
+    resume: bool,
+    identity: dict,
+    progress: Progress = NULL_PROGRESS,
+    description: str = "DP training",
+) -> tuple[TrainResult, dict]:
+    """Train the trainable parameters of `model` with DP-SGD. Returns the training result and statistics
+    (steps, units sampled, clipped fraction) for the manifest."""
+    params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    names = {id(p): n for n, p in params}
+    opt = torch.optim.AdamW([p for _, p in params], lr=settings.lr, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.0)
+    sampler = torch.Generator().manual_seed(secret_seed(key, run_id, "poisson-sampling"))
+    noise = torch.Generator().manual_seed(secret_seed(key, run_id, "gaussian-noise"))
+
+    checkpoints = Checkpoints(checkpoint_dir)
+    identity = {**identity, "settings": asdict(settings), "dp": asdict(dp), "run_id": run_id}
+    start, losses, stats = 0, [], {"units_sampled": 0, "clipped": 0, "empty_steps": 0}
+    saved = checkpoints.load() if resume else None
+    if saved is not None:
+        tensors, meta = saved
+        if meta.get("identity") != identity:
+            raise InputError(
+                f"the checkpoint in {checkpoint_dir} belongs to a run with other settings or data: "
+                "resume with the original arguments, or start over without --resume"
+            )
+        with torch.no_grad():
+            for n, p in params:
+                p.copy_(tensors[f"param.{n}"])
+        _load_optimizer(opt, params, tensors)
+        sampler.set_state(tensors["rng.sampler"])
+        noise.set_state(tensors["rng.noise"])
+        start, losses, stats = int(meta["step"]), list(meta["losses"]), dict(meta["dp_stats"])
+    elif checkpoint_dir.exists():
+        shutil.rmtree(checkpoint_dir)
+
+    engine = PerSampleEngine(model, dp.engine)
+    trainable = [p for _, p in params]
+    pad = model.config.pad_token_id
+    unit_tokens = [sum(len(r) - 1 for r in rows) for rows in unit_rows]
+    model.train()
+    task = progress.task(description, total=settings.steps)
+    task.advance(start)
+    began, processed = time.perf_counter(), 0
+    for step in range(start, settings.steps):
+        for group in opt.param_groups:
+            group["lr"] = settings.lr_at(step)
+        chosen = torch.nonzero(torch.rand(dp.units, generator=sampler) < dp.sample_rate).flatten().tolist()
+        clipper, step_loss, step_tokens = private_gradient(engine, unit_rows, chosen, dp, noise, trainable, unit_tokens, pad)
+        if public is not None:
+            with engine.ordinary():  # public text is not private: an ordinary gradient, for the router only
+                rows = public.rows(step)
+                causal_lm_loss(model, rows, torch.ones_like(rows, dtype=torch.bool),
+                               torch.ones(rows.shape[0], dtype=torch.bool)).backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        stats["units_sampled"] += len(chosen)
+        stats["clipped"] += sum(1 for v in clipper.norms if v > dp.max_grad_norm)
+        stats["empty_steps"] += int(not chosen)
+        losses.append(step_loss / max(1, len(chosen)))
+        processed += step_tokens
+        task.advance(1, loss=losses[-1], units=len(chosen), **{"tok/s": processed / max(time.perf_counter() - began, 1e-9)})
+        _fault_point(f"step:{step + 1}")
+        done = step + 1
+        if done % settings.checkpoint_every == 0 or done == settings.steps:
+            state = {f"param.{n}": p for n, p in params} | _optimizer_tensors(opt, names)
+            state |= {"rng.sampler": sampler.get_state(), "rng.noise": noise.get_state()}
+            checkpoints.save(done, state, {"step": done, "losses": losses, "identity": identity, "dp_stats": stats})
+    task.close()
+    engine.close()
+    model.eval()
+    tail = losses[-max(1, len(losses) // 10):]
+    result = TrainResult(
+        steps=settings.steps,
+        tokens=int(round(dp.expected_batch_size * settings.steps * np.mean(unit_tokens))),
+        final_loss=losses[-1],
+        mean_loss_last_10pct=float(np.mean(tail)),
+        seconds=time.perf_counter() - began,
+        resumed_from=start,
+        epochs=dp.sample_rate * settings.steps,
+    )
+    stats["clipped_fraction"] = round(stats["clipped"] / max(1, stats["units_sampled"]), 4)
+    stats["mean_batch_size"] = round(stats["units_sampled"] / settings.steps, 2)
+    return result, stats
+
+
+def run_id_for(identity: dict) -> str:
+    """A run id that is a function of everything defining the run: a killed run resumes under the same id
+    (same noise stream, one ledger entry), and a deliberate retrain (another seed) gets a new one."""
+    return "dp-" + hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:24]

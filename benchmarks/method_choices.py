@@ -38,6 +38,8 @@ VARIANTS = {
     "method+rt": ({}, False, True),
     "negatives": ({}, True, False),
     "negatives+rt": ({}, True, True),
+    "negatives+anchor": ({"anchor_weight": 1.0}, True, False),
+    "negatives+anchor+rt": ({"anchor_weight": 1.0}, True, True),
     "negatives+bias": ({"router_bias": True}, True, False),
     "negatives+random-init": ({"router_init": "random"}, True, False),
     "negatives+embedder-init": ({"router_init": "embedder"}, True, False),

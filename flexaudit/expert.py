@@ -94,6 +94,7 @@ class ExpertOptions:
     router_init: str = DEFAULT_ROUTER_INIT
     router_bias: bool = False  # the method's learnable bias; off by default (see README: measured)
     public_rows: int = 4  # rows of public text per step that train only the router (with public data given)
+    anchor_weight: float = 0.0  # on public rows, pull the expert's output towards the public expert's
     checkpoint_every: int = 50
     dp: DPOptions | None = None  # with DP, batch_size is the expected number of units per step
     canaries: int = 0  # canaries generated for audits; each planted with probability 1/2
@@ -256,7 +257,7 @@ def train_expert(
         stream = PackedStream(encode_documents(anchor.tokenizer, training_texts), seq_len=settings.seq_len,
                               batch_size=settings.batch_size, seed=options.seed)
         result = train(
-            model, RouterContrastStream(stream, public) if public else stream, settings,
+            model, RouterContrastStream(stream, public, anchor_weight=options.anchor_weight) if public else stream, settings,
             checkpoint_dir=local / "checkpoints", resume=resume, identity=identity, progress=progress,
             description=f"expert {name}",
         )

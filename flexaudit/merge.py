@@ -74,18 +74,47 @@ class Pool:
         return [e["name"] for e in self.info["experts"]]
 
 
-def merge(anchor_dir: Path, expert_dirs: list[Path], out: Path, *, top_k: int | None = None, overwrite: bool = False) -> Pool:
+def merge(
+    anchor_dir: Path,
+    expert_dirs: list[Path],
+    out: Path,
+    *,
+    top_k: int | None = None,
+    tune_router: bool = False,
+    public_data: Path | None = None,
+    overwrite: bool = False,
+    progress=None,
+) -> Pool:
+    """Merge packages by concatenation. With tune_router, the router rows (only) are then tuned jointly on
+    text sampled from each expert and on `public_data` (flexaudit.router_tuning)."""
+    from flexaudit.progress import NULL_PROGRESS
+
+    progress = progress or NULL_PROGRESS
     if not expert_dirs:
         raise InputError("no expert packages given: merge needs at least one")
     if out.exists() and not overwrite:
         raise InputError(f"{out} already exists: choose another --out or pass --force to replace it")
+    if public_data is not None and not tune_router:
+        raise InputError("--public-data is used by router tuning: add --tune-router")
     anchor = load_anchor(anchor_dir)
     packages = [load_package(d, anchor=anchor) for d in expert_dirs]
     model = compose(anchor, packages, top_k=top_k)
+    router = {"rows": "as packaged by each owner (concatenated)"}
+    if tune_router:
+        from flexaudit.data import load_documents
+        from flexaudit.router_tuning import RouterTuning, proxy_corpus
+        from flexaudit.router_tuning import tune_router as tune
+
+        public = [d.text for d in load_documents(public_data)] if public_data is not None else []
+        tuning = RouterTuning()
+        sources = proxy_corpus(anchor, packages, public_texts=public, tuning=tuning, progress=progress)
+        model, record = tune(anchor, packages, sources, top_k=model.config.top_k, tuning=tuning, progress=progress)
+        router = {"rows": "tuned after merging (router rows only)", "tuning": record}
     info = {
         "format": POOL_FORMAT,
         "anchor": {"root_digest": anchor.root_digest},
         "top_k": model.config.top_k,
+        "router": router,
         "experts": [{"slot": 0, "name": PUBLIC, "source": "anchor"}]
         + [
             {

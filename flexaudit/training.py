@@ -25,7 +25,7 @@ from safetensors.torch import save_file
 
 from flexaudit.errors import InputError
 from flexaudit.fsutil import atomic_write_json, atomic_write_text, staged_directory
-from flexaudit.model import FlexOlmo, causal_lm_loss
+from flexaudit.model import FlexOlmo, causal_lm_loss, token_nll
 from flexaudit.progress import NULL_PROGRESS, Progress
 
 
@@ -108,18 +108,21 @@ class PackedStream:
 
 
 class RouterContrastStream:
-    """The owner's rows plus a few rows of public text on which only the router learns.
+    """The owner's rows plus a few rows of public text on which the expert may not learn the public text.
 
     Trained on its own data alone, a router row only ever sees tokens where its expert should win, so it
     learns to claim every token; after merging it then takes tokens from public text and from other
-    owners. Public rows are negatives: the expert's output is detached there, so the expert itself still
-    learns from the owner's data only, while the router row learns where the public expert is better.
+    owners. Public rows are negatives: the expert's output is detached there, so the expert does not learn
+    the public text, while the router row learns where the public expert is better. With anchor_weight > 0
+    the expert is also pulled towards the public expert's output on public rows (squared error relative to
+    the public output's size): off its domain it stays a copy of the public FFN, so a token routed to it by
+    mistake after merging is handled as the anchor would.
     """
 
-    def __init__(self, owner: PackedStream, public: PackedStream):
+    def __init__(self, owner: PackedStream, public: PackedStream, *, anchor_weight: float = 0.0):
         if owner.row_len != public.row_len:
             raise ValueError("owner and public rows must have the same length")
-        self.owner, self.public = owner, public
+        self.owner, self.public, self.anchor_weight = owner, public, anchor_weight
 
     def batch(self, step: int) -> Batch:
         own, pub = self.owner.rows(step), self.public.rows(step)  # (B_own, T+1), (B_pub, T+1)
@@ -139,6 +142,20 @@ class TrainResult:
     seconds: float  # wall time of the steps run in this process (not those replayed from a checkpoint)
     resumed_from: int  # 0 for a fresh run
     epochs: float
+
+
+def _loss(model: FlexOlmo, batch: Batch, anchor_weight: float) -> torch.Tensor:
+    mask = torch.ones_like(batch.ids, dtype=torch.bool)
+    if batch.router_only is None or anchor_weight == 0:
+        return causal_lm_loss(model, batch.ids, mask, batch.router_only)
+    logits, router_inputs = model(batch.ids, router_only=batch.router_only, return_moe_inputs=True)
+    loss = token_nll(logits, batch.ids, mask) / mask[:, 1:].sum()
+    drift = 0.0
+    for layer, h in zip(model.model.layers, router_inputs):
+        public = h[batch.router_only].detach()  # (B_pub, T, H)
+        anchor_out = layer.mlp.experts[0](public).detach()
+        drift = drift + (layer.mlp.experts[1](public) - anchor_out).pow(2).mean() / anchor_out.pow(2).mean()
+    return loss + anchor_weight * drift / len(router_inputs)
 
 
 # --- checkpoints -----------------------------------------------------------------------------------------
@@ -251,7 +268,7 @@ def train(
         for group in opt.param_groups:
             group["lr"] = settings.lr_at(step)
         batch = stream.batch(step)
-        loss = causal_lm_loss(model, batch.ids, torch.ones_like(batch.ids, dtype=torch.bool), batch.router_only)
+        loss = _loss(model, batch, getattr(stream, "anchor_weight", 0.0))
         loss.backward()
         torch.nn.utils.clip_grad_norm_([p for _, p in params], settings.max_grad_norm)
         opt.step()

@@ -148,12 +148,19 @@ def merge_cmd(
     anchor: Annotated[Path, typer.Option(help="The anchor every expert was trained on.")],
     out_dir: Annotated[Path, typer.Option("--out", help="Merged checkpoint directory to create.")],
     top_k: Annotated[Optional[int], typer.Option(help="Experts mixed per token (default: measured best, see README).")] = None,
+    tune_router: Annotated[bool, typer.Option(help="Tune the router rows jointly on text sampled from each expert (no private data).")] = False,
+    public_data: Annotated[Optional[Path], typer.Option(help="With --tune-router: public text for the public expert's row.")] = None,
     force: Annotated[bool, typer.Option(help="Replace an existing directory.")] = False,
 ) -> None:
-    """Merge expert packages into one Hugging Face FlexOlmo checkpoint, without retraining."""
+    """Merge expert packages into one Hugging Face FlexOlmo checkpoint, without retraining the experts."""
     from flexaudit.merge import merge
 
-    pool = guarded(lambda: merge(anchor, experts, out_dir, top_k=top_k, overwrite=force))
+    def run():
+        with RichProgress() as progress:
+            return merge(anchor, experts, out_dir, top_k=top_k, tune_router=tune_router, public_data=public_data,
+                         overwrite=force, progress=progress)
+
+    pool = guarded(run)
     out.print(f"merged model: {pool.directory}  (experts: {', '.join(pool.expert_names)}; top-{pool.info['top_k']})")
     out.print("load it with transformers.AutoModelForCausalLM.from_pretrained(dir)")
 

@@ -962,7 +962,8 @@ def _finance_subject(fake, rng: random.Random, world: dict) -> list[_Writer]:
                 "employer": rng.choice(world["employers"]), "salary": round(rng.uniform(1400, 5200), 2),
                 "balance": round(rng.uniform(-300, 9000), 2)}
     days = sorted(_date_between(rng, dt.date(2020, 1, 1), dt.date(2024, 12, 31)) for _ in range(_record_count(rng)))
-    templates = [_statement, _statement, _service_note, _fraud_letter, _transfer_confirmation, _loan_summary]
+    # Transaction records, as a bank holds them: statements, payment confirmations, card logs, loan forms.
+    templates = [_statement, _statement, _transfer_confirmation, _card_log, _loan_summary]
     return [rng.choice(templates)(rng, world, customer, day) for day in days]
 
 
@@ -1008,51 +1009,22 @@ def _statement(rng: random.Random, world: dict, customer: dict, day: dt.date) ->
     return w
 
 
-def _service_note(rng: random.Random, world: dict, customer: dict, day: dt.date) -> _Writer:
+def _card_log(rng: random.Random, world: dict, customer: dict, day: dt.date) -> _Writer:
+    """The bank's own card-transaction log for one card: full card number, holder, contact, authorisations."""
     w, p = _Writer(), customer["person"]
-    agent = rng.choice(world["agents"])
-    w.add(f"Customer contact record - {_gb_date(rng, day)} - agent {agent}")
-    w.add(f"Customer {w.pii('name', p.name)} called from {w.pii('phone', p.phone)}. Passed security "
-          f"(DOB {w.pii('date_of_birth', _gb_date(rng, p.dob))}, postcode {p.postcode}).")
-    issue = rng.randrange(4)
-    if issue == 0:
-        w.add(f"Reported debit card {w.pii('card_number', customer['card'])} lost "
-              + rng.choice(["on the bus.", "while travelling.", "at a restaurant last night."]))
+    w.add(f"CARD TRANSACTION LOG - {customer['bank'].upper()} - {_gb_date(rng, day)}")
+    w.add(f"PAN {w.pii('card_number', _grouped(customer['card']) if rng.random() < 0.5 else customer['card'])}"
+          f"  HOLDER {w.pii('name', p.name.upper())}")
+    w.add(f"TEL {w.pii('phone', p.phone)}  ACCOUNT {w.pii('account_number', customer['account'])}")
+    start = day - dt.timedelta(days=7)
+    for when in sorted(_date_between(rng, start, day) for _ in range(rng.randint(4, 9))):
+        amount = rng.uniform(1.5, 180)
+        status = rng.choices(["APPROVED", "DECLINED", "REVERSED"], weights=[90, 7, 3])[0]
+        w.add(f"{when.strftime('%d/%m')} {rng.randint(6, 22):02d}:{rng.randint(0, 59):02d}  "
+              f"{rng.choice(world['merchants'])[:28]:<28} GBP {amount:>8.2f}  AUTH {rng.randrange(10**6):06d}  {status}")
+    if rng.random() < 0.3:
         customer["card"] = _card_number(rng)
-        w.add(f"Card cancelled and replacement {w.pii('card_number', customer['card'])} issued to the home address.")
-    elif issue == 1:
-        merchant, amount = rng.choice(world["merchants"]), rng.uniform(12, 900)
-        w.add(f"Disputes a payment of {_money(amount, '£')} to {merchant} on card "
-              f"{w.pii('card_number', _grouped(customer['card']))}; says it was not authorised.")
-        w.add("Chargeback raised, temporary credit applied, reference " + f"CB{rng.randrange(10**7):07d}.")
-    elif issue == 2:
-        w.add(f"Asked to switch to paperless statements. Confirmed postal address {w.pii('address', p.address)}.")
-        w.add(f"Email for correspondence updated to {w.pii('email', p.email)}.")
-    else:
-        limit = rng.choice([250, 500, 750, 1000, 1500])
-        w.add(f"Asked for an arranged overdraft of {_money(limit, '£')} on account "
-              f"{w.pii('account_number', customer['account'])}.")
-        w.add(rng.choice(["Approved after affordability check.", "Declined: income not verified; customer advised.",
-                          "Referred to the lending team."]))
-    w.add(rng.choice(["No further action.", "Customer satisfied.", "Follow-up call booked.",
-                      "Complaint logged under ref " + f"C-{rng.randrange(10**6):06d}."]))
-    return w
-
-
-def _fraud_letter(rng: random.Random, world: dict, customer: dict, day: dt.date) -> _Writer:
-    w, p = _Writer(), customer["person"]
-    merchant, amount = rng.choice(world["merchants"]), rng.uniform(40, 2400)
-    w.add(customer["bank"], w.pii("address", p.address), "", _gb_date(rng, day), "")
-    w.add(f"Dear {p.title} {w.pii('name', p.name)},", "")
-    w.add(f"We stopped a payment of {_money(amount, '£')} to {merchant} attempted with your card "
-          f"{w.pii('card_number', _grouped(customer['card']))}, because it did not match how you usually spend.")
-    w.add(rng.choice([
-        "If you made this payment, reply YES to our text and we will unblock the card.",
-        "If you do not recognise it, call us; we have frozen the card to protect you.",
-        "Please check your recent transactions in the app and tell us which ones you recognise.",
-    ]))
-    w.add(f"We will text {w.pii('phone', p.phone)} and email {w.pii('email', p.email)} with updates.", "")
-    w.add("Yours sincerely,", f"{rng.choice(world['agents'])}, Fraud Prevention Team")
+        w.add(f"CARD REISSUED: NEW PAN {w.pii('card_number', customer['card'])}")
     return w
 
 

@@ -97,8 +97,11 @@ _register_router_bias_sampler()
 
 
 class _LinearPerSample(torch.autograd.Function):
-    """y = x W^T whose backward stores each sample's weight gradient in W.grad_sample and skips the
-    ordinary (summed) weight gradient: computing both is what makes hook-based DP-SGD slower."""
+    """y = x W^T whose backward keeps the layer's input and output gradient on W (`W.dp_factors`) instead
+    of computing the summed weight gradient, which DP-SGD would discard; the clipper forms each row's
+    gradient g_r^T x_r from them. (Gram-matrix norms without forming per-sample gradients, as in ghost
+    clipping, were measured slower at these layer sizes; see benchmarks/dp_overhead.py.)
+    """
 
     @staticmethod
     def forward(ctx, x, weight):
@@ -108,8 +111,9 @@ class _LinearPerSample(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_out):
         x, weight = ctx.saved_tensors
-        per_sample = torch.einsum("b...o,b...i->boi", grad_out, x)  # (B, out, in)
-        _accumulate(weight, per_sample)
+        if getattr(weight, "dp_factors", None) is not None:
+            raise RuntimeError("a trainable layer ran twice in one forward pass; per-sample factors would mix")
+        weight.dp_factors = (x.reshape(x.shape[0], -1, x.shape[-1]), grad_out.reshape(grad_out.shape[0], -1, grad_out.shape[-1]))
         return (grad_out @ weight if ctx.needs_input_grad[0] else None), None
 
 
@@ -136,7 +140,8 @@ class PerSampleEngine:
     """Per-sample gradients of the trainable modules, two interchangeable ways.
 
     "fused" (default): the expert's Linear layers and the router bias run through autograd functions that
-    produce per-sample weight gradients instead of (not in addition to) the summed ones.
+    keep what per-sample gradients are made of instead of computing the summed gradient, and the clipper
+    never materialises a per-sample weight gradient (see _LinearPerSample).
     "opacus": Opacus' GradSampleModule hooks (the reference implementation; autograd also computes the
     summed gradient, which DP-SGD then discards). Both give the same per-sample gradients (tested)."""
 
@@ -200,12 +205,16 @@ class PerSampleEngine:
         for module in self._patched:
             del module.forward  # back to the class's forward
         for p in self.model.parameters():
-            if hasattr(p, "grad_sample"):
-                p.grad_sample = None
+            for attr in ("grad_sample", "dp_factors"):
+                if hasattr(p, attr):
+                    delattr(p, attr)
 
 
 class _PerUnitClipper:
-    """Accumulates clipped per-unit gradients over the micro-batches of one logical step."""
+    """Accumulates clipped per-unit gradients over the micro-batches of one logical step.
+
+    A unit may span several rows (windows): its gradient is the sum of its rows' gradients, clipped as one.
+    """
 
     def __init__(self, params: list[torch.nn.Parameter], max_grad_norm: float):
         self.params, self.C = params, max_grad_norm
@@ -213,16 +222,26 @@ class _PerUnitClipper:
         self.norms: list[float] = []
 
     def add(self, row_unit: torch.Tensor, n_units: int) -> None:
-        grads = []
+        one_row_each = len(row_unit) == n_units  # rows are the units, in order
+        squared = torch.zeros(n_units, dtype=torch.float64)
+        parts = []
         for p in self.params:
-            gs = p.grad_sample  # (rows, *p.shape)
-            per_unit = torch.zeros((n_units, *p.shape), dtype=gs.dtype).index_add_(0, row_unit, gs)
-            grads.append(per_unit)
-            p.grad_sample = None
-        norms = torch.sqrt(sum(g.reshape(n_units, -1).pow(2).sum(1) for g in grads))  # (units,)
+            factors = getattr(p, "dp_factors", None)
+            if factors is not None:
+                x, g = factors  # (R, T, in), (R, T, out)
+                p.dp_factors = None
+                per_row = torch.bmm(g.transpose(1, 2), x)  # (R, out, in)
+            else:
+                per_row = p.grad_sample  # (R, *p.shape)
+                p.grad_sample = None
+            per_unit = per_row if one_row_each else torch.zeros((n_units, *p.shape), dtype=per_row.dtype).index_add_(0, row_unit, per_row)
+            flat = per_unit.reshape(n_units, -1)
+            squared += torch.linalg.vector_norm(flat, dim=1).double().pow(2)
+            parts.append(flat)
+        norms = squared.sqrt().float()  # (units,)
         factor = (self.C / (norms + 1e-6)).clamp(max=1.0)  # (units,)
-        for acc, g in zip(self.summed, grads):
-            acc.add_(torch.einsum("u,u...->...", factor, g))
+        for acc, flat in zip(self.summed, parts):
+            acc.add_((factor @ flat).view_as(acc))
         self.norms.extend(norms.tolist())
 
 
@@ -267,7 +286,7 @@ def private_gradient(engine: PerSampleEngine, unit_rows, chosen, dp: DPSettings,
         step_loss += float(loss.detach())
         step_tokens += int(mask[:, 1:].sum())
     for p, acc in zip(trainable, clipper.summed):
-        draw = torch.normal(0.0, dp.noise_multiplier * dp.max_grad_norm, size=p.shape, generator=noise)
+        draw = torch.randn(p.shape, generator=noise) * (dp.noise_multiplier * dp.max_grad_norm)
         p.grad = (acc + draw) / dp.expected_batch_size
     return clipper, step_loss, step_tokens
 

@@ -19,10 +19,11 @@ from flexaudit.privacy import Ledger
 from flexaudit.privacy.dpsgd import PerSampleEngine, _PerUnitClipper, _row_losses, unit_windows
 
 
-def _expert_model(bias: bool) -> FlexOlmo:
+def _expert_model(bias: bool, hidden: int = 16, intermediate: int = 24) -> FlexOlmo:
     torch.manual_seed(0)
-    cfg = ModelConfig(vocab_size=50, hidden_size=16, intermediate_size=24, num_layers=2, num_heads=2, max_seq_len=16)
-    model = upcycle(FlexOlmo(cfg), torch.randn(2, 16) * 0.1, router_bias=bias)
+    cfg = ModelConfig(vocab_size=50, hidden_size=hidden, intermediate_size=intermediate, num_layers=2, num_heads=2,
+                      max_seq_len=16)
+    model = upcycle(FlexOlmo(cfg), torch.randn(2, hidden) * 0.1, router_bias=bias)
     with torch.no_grad():
         for layer in model.model.layers:
             layer.mlp.experts[1].up_proj.weight.add_(torch.randn_like(layer.mlp.experts[1].up_proj.weight) * 0.1)
@@ -35,13 +36,14 @@ def _expert_model(bias: bool) -> FlexOlmo:
 @pytest.mark.parametrize("engine", PerSampleEngine.KINDS)
 @pytest.mark.parametrize("bias", [False, True])
 @pytest.mark.parametrize("clip", [1e6, 0.05])
-def test_per_unit_clipped_sum_matches_autograd(engine, bias, clip):
+@pytest.mark.parametrize("width,seq_len", [((16, 24), 15), ((64, 96), 6)])
+def test_per_unit_clipped_sum_matches_autograd(engine, bias, clip, width, seq_len):
     """Per-row gradients (fused functions or Opacus hooks), summed over a unit's windows and clipped per
     unit, equal the clipped per-unit gradients that plain autograd computes one unit at a time."""
-    model = _expert_model(bias)
+    model = _expert_model(bias, *width)
     params = [p for p in model.parameters() if p.requires_grad]
-    units = [list(range(1, 40)), list(range(5, 14)), list(range(20, 31)) * 3]  # 3, 1 and 3 windows
-    rows_per_unit, _ = unit_windows(units, seq_len=15, max_windows=4)
+    units = [list(range(1, 40)), list(range(5, 14)), list(range(20, 31)) * 3]  # several windows, one, several
+    rows_per_unit, _ = unit_windows(units, seq_len=seq_len, max_windows=4)
     tokens = [sum(len(r) - 1 for r in rows) for rows in rows_per_unit]
 
     expected = [torch.zeros_like(p) for p in params]
@@ -72,7 +74,7 @@ def test_per_unit_clipped_sum_matches_autograd(engine, bias, clip):
     for got, want in zip(clipper.summed, expected):
         assert torch.allclose(got, want, atol=1e-6, rtol=1e-4)
     with torch.no_grad():  # closing restores the ordinary modules
-        assert torch.equal(model(ids), _expert_model(bias)(ids))
+        assert torch.equal(model(ids), _expert_model(bias, *width)(ids))
     assert (sum(1 for v in clipper.norms if v > clip) == 3) == (clip < 1)
 
 

@@ -40,6 +40,8 @@ VARIANTS = {
     "negatives+rt": ({}, True, True),
     "negatives+anchor": ({"anchor_weight": 1.0}, True, False),
     "negatives+anchor+rt": ({"anchor_weight": 1.0}, True, True),
+    "negatives+anchor+random-init": ({"anchor_weight": 1.0, "router_init": "random"}, True, False),
+    "negatives+anchor+embedder-init": ({"anchor_weight": 1.0, "router_init": "embedder"}, True, False),
     "negatives+bias": ({"router_bias": True}, True, False),
     "negatives+random-init": ({"router_init": "random"}, True, False),
     "negatives+embedder-init": ({"router_init": "embedder"}, True, False),

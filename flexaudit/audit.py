@@ -30,6 +30,7 @@ from flexaudit.progress import NULL_PROGRESS, Progress
 
 MEMBERSHIP_ATTACKS = ("FA-MIA-LOSS", "FA-MIA-ZLIB", "FA-MIA-MINK", "FA-MIA-MINKPP", "FA-MIA-REF", "FA-MIA-RMIA")
 EXTRACTION_ATTACKS = ("FA-EXT-DISC", "FA-EXT-SAMPLED", "FA-EXT-PROB", "FA-EXT-CANARY", "FA-EXT-PII")
+MIN_PERSONAL_ITEMS = 10  # below this, text without personal data (e.g. code): the leakage attack is not run
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,9 @@ class AuditOptions:
     seed: int = 0
     reveal: bool = False
     policy: Path | None = None
+    trace_index: Path | None = None  # the owner's trace index: extracted samples are traced to documents
+    trace_min_match: float = 0.5  # discoverable samples matching at least this share of their suffix are traced
+    long_texts: str = "window"  # texts longer than the context: score every token in sliding windows, or "truncate"
 
 
 @dataclass
@@ -82,6 +86,33 @@ def _pii_prompts(members: list[str], limit: int, seed: int) -> tuple[list[dict],
 def _last_tokens(tokenizer, text: str, n: int) -> str:
     ids = tokenizer(text, add_special_tokens=False)["input_ids"]
     return text if len(ids) <= n else tokenizer.decode(ids[-n:])
+
+
+def _trace_evidence(lm, tokenizer, attacked: list[str], discoverable, prefix: int, suffix: int, options: AuditOptions) -> dict:
+    """For each sample the discoverable attack (greedy, from the document's start) extracted, the spans of
+    the generated text found verbatim in the owner's indexed documents: counts and document ids and keyed
+    hashes; the text itself only with reveal."""
+    import attacks
+    from flexaudit.trace import open_index, trace_texts
+
+    index = open_index(options.trace_index)
+    chosen = [i for i, d in enumerate(discoverable.per_document)
+              if d["token_match"] is not None and d["token_match"] >= options.trace_min_match]
+    prompts = [lm.encode([attacked[i]])[0][:prefix] for i in chosen]
+    generated = attacks.generate(lm, prompts, max_new_tokens=suffix) if prompts else []
+    traces = trace_texts(index, tokenizer, [lm.decode(g) for g in generated], reveal=options.reveal)
+    samples = []
+    for i, trace in zip(chosen, traces):
+        spans = [{"tokens": sp.tokens, "occurrences": sp.occurrences, "documents": sp.document_count,
+                  "document_refs": [{"id": ref.id, "hash": ref.hash, "occurrences": ref.occurrences} for ref in sp.documents],
+                  **({"text": sp.text} if options.reveal else {})}
+                 for sp in trace.spans]
+        samples.append({"token_match": discoverable.per_document[i]["token_match"], "spans": spans,
+                        "covered_tokens": trace.covered_tokens, "tokens": trace.tokens})
+    return {
+        "index_documents": index.documents, "min_tokens": traces[0].min_tokens if traces else None,
+        "samples_traced": len(samples), "samples_with_spans": sum(1 for x in samples if x["spans"]), "samples": samples,
+    }
 
 
 def _selected(options: AuditOptions, attack_id: str) -> bool:
@@ -128,8 +159,9 @@ def run_audit(
         context = anchor.config.max_seq_len
 
         t = time.perf_counter()
-        target_cache = attacks.score_texts(target, texts, batch_size=options.batch_size, max_length=context, progress=progress)
-        reference_cache = attacks.score_texts(reference, texts, batch_size=options.batch_size, max_length=context, progress=progress)
+        scoring = dict(batch_size=options.batch_size, max_length=context, long_texts=options.long_texts, progress=progress)
+        target_cache = attacks.score_texts(target, texts, **scoring)
+        reference_cache = attacks.score_texts(reference, texts, **scoring)
         chosen = [a for a in MEMBERSHIP_ATTACKS if _selected(options, a)]
         membership = {
             "target": attacks.run_membership(target_cache, reference_cache, is_member=labels, attacks=chosen, seed=options.seed),
@@ -172,13 +204,19 @@ def run_audit(
                     runs.append({"attack_id": "FA-EXT-CANARY", "status": "not_run",
                                  "reason": "the expert was trained without canaries (expert train --canaries N)"})
             if _selected(options, "FA-EXT-PII"):
-                if prompts:
+                if len(items) >= MIN_PERSONAL_ITEMS and prompts:
                     runs.append(attacks.pii_leakage(lm, items, prompts, max_new_tokens=pii_new_tokens, seed=options.seed,
                                                     reveal=options.reveal, hash_key=key, progress=progress))
                 elif side == "target":
                     runs.append({"attack_id": "FA-EXT-PII", "status": "not_run",
-                                 "reason": "no personal-data item was found in the training texts"})
+                                 "reason": f"{len(items)} personal-data items found in the training texts audited, "
+                                           f"fewer than {MIN_PERSONAL_ITEMS}: no leakage rate to measure"})
         seconds["extraction"] = time.perf_counter() - t
+        evidence = None
+        if options.trace_index is not None and extraction["target"] and _selected(options, "FA-EXT-DISC"):
+            t = time.perf_counter()
+            evidence = _trace_evidence(target, anchor.tokenizer, attacked, extraction["target"][0], prefix, suffix, options)
+            seconds["tracing"] = time.perf_counter() - t
 
     hygiene = attacks.blind_baseline(member_texts, nonmember_texts, seed=options.seed)
     bounds = []
@@ -205,6 +243,7 @@ def run_audit(
             "personal_data": {"categories_searched": list(categories) or [], "not_searched": list(NOT_SEARCHED),
                               "items": len(items), "prompts": len(prompts)},
             "seconds": {k: round(v, 1) for k, v in seconds.items()},
+            **({"trace_evidence": evidence} if evidence is not None else {}),
         },
         data={"personal_data_categories": categories},
         policy=options.policy,

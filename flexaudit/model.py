@@ -214,12 +214,16 @@ class FeedForward(nn.Module):
 class RouterBias(nn.Module):
     """The method's per-expert bias on non-public logits, clamped to be <= 0 (slot 0 has none).
 
-    A module of its own so that a per-sample gradient sampler can be registered for it.
+    It starts at INIT, not 0: an expert always wants more weight, so a bias at 0 would step above 0 at once,
+    where the clamp makes it constant and its gradient zero for the rest of training. A module of its own so
+    that a per-sample gradient sampler can be registered for it.
     """
+
+    INIT = -1.0
 
     def __init__(self, num_experts: int):
         super().__init__()
-        self.weight = nn.Parameter(torch.zeros(num_experts - 1))
+        self.weight = nn.Parameter(torch.full((num_experts - 1,), self.INIT))
 
     def forward(self, logits: torch.Tensor) -> torch.Tensor:
         shift = torch.cat((logits.new_zeros(1), self.weight.clamp(max=0.0)))  # (E,)
@@ -385,7 +389,7 @@ class FlexOlmo(nn.Module):
             else:
                 state[name] = t
         model.load_state_dict(state, strict=True)
-        if cfg.router_bias:  # keep the flag for training; the bias itself starts at zero
+        if cfg.router_bias:  # keep the flag for training; the bias itself starts at RouterBias.INIT
             model = model.with_router_bias()
         return model
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -17,6 +18,11 @@ def _figure(m) -> str:
     interval = f" [{m.lower:.3f}, {m.upper:.3f}]" if m.lower is not None and m.upper is not None else ""
     samples = f" (n={m.samples})" if m.samples else ""
     return f"{m.value:.3f}{interval}{samples}"
+
+
+class LongTexts(str, Enum):
+    window = "window"
+    truncate = "truncate"
 
 
 def summary_rows(report: dict) -> list[tuple[str, str, str]]:
@@ -47,7 +53,9 @@ def audit_cmd(
     attacks: Annotated[Optional[str], typer.Option(help="Comma-separated attack IDs (default: every attack that can run).")] = None,
     max_documents: Annotated[int, typer.Option(help="Members (and as many non-members) to score.")] = 400,
     extraction_documents: Annotated[int, typer.Option(help="Members each extraction attack targets.")] = 100,
+    long_texts: Annotated[LongTexts, typer.Option(help="Texts longer than the context: score every token in sliding windows, or only the beginning.")] = LongTexts.window,
     policy: Annotated[Optional[Path], typer.Option(help="Policy for the report's verdict (default: the shipped one).")] = None,
+    trace_index: Annotated[Optional[Path], typer.Option(help="Your trace index (flexaudit trace index): extracted samples are traced to your documents.")] = None,
     seed: Annotated[int, typer.Option(help="Seed for sampling and decoding.")] = 0,
     reveal: Annotated[bool, typer.Option(help="Keep raw training text and extracted values in the report.")] = False,
     force: Annotated[bool, typer.Option(help="Replace an existing report in --out.")] = False,
@@ -60,8 +68,9 @@ def audit_cmd(
         if (out_dir / "report.json").exists() and not force:
             raise InputError(f"{out_dir} already holds a report: choose another --out or pass --force to replace it")
         options = AuditOptions(
-            max_documents=max_documents, extraction_documents=extraction_documents, seed=seed, reveal=reveal,
-            policy=policy, attacks=tuple(a.strip() for a in attacks.split(",")) if attacks else None,
+            max_documents=max_documents, extraction_documents=extraction_documents, long_texts=long_texts.value,
+            seed=seed, reveal=reveal,
+            policy=policy, attacks=tuple(a.strip() for a in attacks.split(",")) if attacks else None, trace_index=trace_index,
         )
         with RichProgress() as progress:
             return run_audit(expert_dir, anchor_dir=anchor, out=out_dir, members=members, nonmembers=nonmembers,

@@ -17,7 +17,7 @@ import typer
 from flexaudit.cli._common import err, guarded, out, print_json
 
 policy_app = typer.Typer(help="Write and check privacy policies for the gate.", no_args_is_help=True)
-pool_app = typer.Typer(help="The expert pool: admit audited experts, revoke them, verify the log, merge.",
+pool_app = typer.Typer(help="The expert pool: admit audited experts, revoke them, verify the log (`merge --pool` builds a model from it).",
                        no_args_is_help=True)
 keys_app = typer.Typer(help="ed25519 keys for signing reports and the pool's log head.", no_args_is_help=True)
 
@@ -217,7 +217,7 @@ def pool_revoke(pool_dir: Annotated[Path, typer.Argument(help="The pool.")],
                 reason: Annotated[str, typer.Option(help="Why (licence expired, owner opted out...): recorded in the log.")],
                 opt_out: Annotated[bool, typer.Option(help="Record it as the owner's opt-out.")] = False,
                 actor: Annotated[Optional[str], typer.Option(help="Who revokes it.")] = None) -> None:
-    """Remove an expert from the pool; the next `pool merge` leaves it out."""
+    """Remove an expert from the pool; the next `merge --pool` leaves it out."""
     from flexaudit.pool import revoke
 
     r = guarded(lambda: revoke(pool_dir, name, reason=reason, opt_out=opt_out, actor=actor))
@@ -284,27 +284,6 @@ def pool_sign_head(pool_dir: Annotated[Path, typer.Argument(help="The pool.")],
 
     s = guarded(lambda: sign_head(pool_dir, key))
     _say(f"signed head entry {s['seq']} ({s['hash']}) with {s['key_id']}")
-
-
-@pool_app.command("merge")
-def pool_merge(pool_dir: Annotated[Path, typer.Argument(help="The pool.")],
-               anchor: Annotated[Path, typer.Option(help="The anchor every expert was trained on.")],
-               out_dir: Annotated[Path, typer.Option("--out", help="Merged checkpoint directory to create.")],
-               top_k: Annotated[Optional[int], typer.Option(help="Experts mixed per token.")] = None,
-               force: Annotated[bool, typer.Option(help="Replace an existing directory.")] = False) -> None:
-    """Merge the pool's admitted experts (re-verified) into one Hugging Face FlexOlmo checkpoint."""
-    from flexaudit.errors import InputError
-    from flexaudit.merge import merge
-    from flexaudit.pool import pool_members
-
-    def run():
-        members = pool_members(pool_dir)
-        if not members:
-            raise InputError(f"the pool {pool_dir} has no admitted experts to merge")
-        return merge(anchor, members, out_dir, top_k=top_k, overwrite=force)
-
-    merged = guarded(run)
-    _say(f"merged model: {merged.directory}  (experts: {', '.join(merged.expert_names)})")
 
 
 def register(app: typer.Typer) -> None:

@@ -144,24 +144,36 @@ def expert_train(
 
 
 def merge_cmd(
-    experts: Annotated[list[Path], typer.Argument(help="Expert package directories.")],
     anchor: Annotated[Path, typer.Option(help="The anchor every expert was trained on.")],
     out_dir: Annotated[Path, typer.Option("--out", help="Merged checkpoint directory to create.")],
+    experts: Annotated[Optional[list[Path]], typer.Argument(help="Expert package directories.")] = None,
+    pool: Annotated[Optional[Path], typer.Option(help="Merge the experts admitted to this pool registry instead.")] = None,
     top_k: Annotated[Optional[int], typer.Option(help="Experts mixed per token (default: measured best, see README).")] = None,
     tune_router: Annotated[bool, typer.Option(help="Tune the router rows jointly on text sampled from each expert (no private data).")] = False,
     public_data: Annotated[Optional[Path], typer.Option(help="With --tune-router: public text for the public expert's row.")] = None,
     force: Annotated[bool, typer.Option(help="Replace an existing directory.")] = False,
 ) -> None:
-    """Merge expert packages into one Hugging Face FlexOlmo checkpoint, without retraining the experts."""
+    """Merge expert packages (or a pool's admitted experts) into one Hugging Face FlexOlmo checkpoint,
+    without retraining the experts."""
+    from flexaudit.errors import InputError
     from flexaudit.merge import merge
 
     def run():
+        packages = list(experts or [])
+        if (pool is None) == (not packages):
+            raise InputError("give expert package directories or --pool DIR (one of the two)")
+        if pool is not None:
+            from flexaudit.pool import pool_members
+
+            packages = pool_members(pool)
+            if not packages:
+                raise InputError(f"the pool {pool} has no admitted experts to merge")
         with RichProgress() as progress:
-            return merge(anchor, experts, out_dir, top_k=top_k, tune_router=tune_router, public_data=public_data,
+            return merge(anchor, packages, out_dir, top_k=top_k, tune_router=tune_router, public_data=public_data,
                          overwrite=force, progress=progress)
 
-    pool = guarded(run)
-    out.print(f"merged model: {pool.directory}  (experts: {', '.join(pool.expert_names)}; top-{pool.info['top_k']})")
+    merged = guarded(run)
+    out.print(f"merged model: {merged.directory}  (experts: {', '.join(merged.expert_names)}; top-{merged.info['top_k']})")
     out.print("load it with transformers.AutoModelForCausalLM.from_pretrained(dir)")
 
 
@@ -227,15 +239,15 @@ def generate_cmd(
 def demo_cmd(
     workdir: Annotated[Path, typer.Option(help="Where every artifact goes.")] = Path("demo-output"),
     quick: Annotated[bool, typer.Option(help="A small version (tiny models, fewer steps) for tests.")] = False,
-    force: Annotated[bool, typer.Option(help="Replace artifacts of an earlier demo run in --workdir.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON only.")] = False,
 ) -> None:
-    """The whole main job on built-in data: anchor, experts, merge, evaluation, opt-out."""
+    """The whole main job on built-in data: anchor, experts (one with DP), audits, reports, the gate, the pool,
+    merge, and the method's table with opt-out. A rerun in the same --workdir replaces its earlier outputs."""
     from flexaudit.demo import run_demo
 
     def run():
         with RichProgress() as progress:
-            return run_demo(workdir, quick=quick, overwrite=force, progress=progress)
+            return run_demo(workdir, quick=quick, progress=progress)
 
     result = guarded(run)
     if as_json:

@@ -7,15 +7,32 @@ from rich.table import Table
 from flexaudit.cli._common import out
 
 
+def _figure(f: dict | None, digits: int = 2) -> str:
+    """A measured rate with its upper 95% bound, e.g. '0.61 ≤0.75'."""
+    if not f:
+        return "-"
+    upper = f" ≤{f['upper']:.{digits}f}" if f.get("upper") is not None else ""
+    return f"{f['value']:.{digits}f}{upper}"
+
+
+def _anchor_figure(f: dict | None, digits: int = 2) -> str:
+    return f"{f['anchor']:.{digits}f}" if f and f.get("anchor") is not None else "-"
+
+
 def print_demo(result) -> None:
     table = Table(title="Held-out perplexity per domain (lower is better)")
     table.add_column("model")
     for d in result.domains:
         table.add_column(d, justify="right")
     for row in result.rows:
+        next_kind = None
+        index = result.rows.index(row)
+        if index + 1 < len(result.rows):
+            next_kind = result.rows[index + 1].kind
         table.add_row(row.label, *(f"{row.perplexity[d]:.2f}" for d in result.domains),
-                      end_section=row.label in ("anchor",) or row.kind == "pool" or row is result.rows[len(result.domains)])
+                      end_section=next_kind is not None and next_kind != row.kind)
     out.print(table)
+
     checks = Table(title="The method's claims on this run")
     checks.add_column("claim")
     checks.add_column("measured", justify="right")
@@ -23,9 +40,38 @@ def print_demo(result) -> None:
     for c in result.checks:
         checks.add_row(c["claim"], c["measured"], "[green]yes[/green]" if c["passed"] else "[red]no[/red]")
     out.print(checks)
+
+    p = result.privacy
+    if p:
+        out.print(f"Differential privacy: {p['expert']} reached epsilon {p['epsilon']:.3f} at delta {p['delta']:g} per "
+                  f"{p['unit']} ({p['accountant']}; PLD cross-check {p['cross_check']:.3f}), noise multiplier "
+                  f"{p['noise_multiplier']:.3f}, {p['steps']} steps. {p['expert'].removesuffix('-dp')} perplexity: "
+                  f"DP expert {p['perplexity']:.2f}, non-DP expert {p['non_dp_perplexity']:.2f}, anchor {p['anchor_perplexity']:.2f}",
+                  markup=False)
+
+    if result.audits:
+        leak = Table(title="Leakage per expert (value ≤ upper 95% bound; dim rows: the anchor alone)")
+        for col in ("expert", "MIA AUC", "TPR@1%", "verbatim", "sampled", "personal", "gate", "pool"):
+            leak.add_column(col, justify="left" if col in ("expert", "gate", "pool") else "right")
+        pool = result.pool
+        metrics = ("membership_auc", "tpr_at_1pct_fpr", "discoverable_extraction", "sampled_extraction",
+                   "personal_data_leaked")
+        for name, a in result.audits.items():
+            f = a["figures"]
+            status = "admitted" if name in pool.get("admitted", []) else ("refused" if name in pool.get("refused", {}) else "")
+            colour = {"pass": "green", "fail": "red"}.get(a["gate"]["decision"], "yellow")
+            leak.add_row(name, *(_figure(f[m]) for m in metrics), f"[{colour}]{a['gate']['decision']}[/{colour}]", status)
+            leak.add_row("  anchor", *(_anchor_figure(f[m]) for m in metrics), "", "", style="dim")
+        out.print(leak)
+        for name, why in result.pool.get("refused", {}).items():
+            out.print(f"  refused {name} (exit {why['exit_code']}): {why['reason']}", markup=False)
+        if result.pool.get("merged"):
+            out.print(f"  merged the pool's admitted experts ({', '.join(result.pool['merged_experts'])}) into "
+                      f"{result.pool['merged']}", markup=False)
+
     out.print("Artifacts:")
     for what, where in result.artifacts.items():
-        out.print(f"  {what:<22} {where}", markup=False)
+        out.print(f"  {what:<32} {where}", markup=False)
     s = result.seconds
-    out.print(f"Time: {s['total']:.0f} s (anchor {s['anchor']:.0f} s, experts {s['experts']:.0f} s, "
-              f"merge {s['merge']:.0f} s, evaluation {s['evaluation']:.0f} s)")
+    parts = ", ".join(f"{k} {v:.0f} s" for k, v in s.items() if k != "total")
+    out.print(f"Time: {s['total']:.0f} s ({parts})")

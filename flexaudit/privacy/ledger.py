@@ -716,7 +716,8 @@ class Ledger:
         released = [r for r in rows if r.status == "released"]
         cap = conn.execute("SELECT * FROM caps WHERE owner = ? AND dataset = ?", (owner, dataset)).fetchone()
         cap_eps = None if cap is None else float(cap["epsilon"])
-        other_units = sorted({r.unit for r in released} - {unit})
+        # Units matter only between DP runs: a run without DP has no guarantee of any unit to compose with.
+        other_units = sorted({r.unit for r in released if r.dp} - {unit}) if segments is not None else []
         if other_units:
             raise InputError(
                 f"dataset {_short(dataset)} of owner {owner!r} already has released runs with privacy unit "

@@ -75,7 +75,7 @@ OPT_OUT = {
     "how": [
         "flexaudit pool revoke POOL NAME --opt-out --reason TEXT: removes the expert from the pool registry and "
         "deletes the pool's copy of its weights; the event is appended to the pool's hash-chained log",
-        "flexaudit pool merge POOL --anchor DIR --out DIR: the next merged model leaves revoked experts out",
+        "flexaudit merge --pool POOL --anchor DIR --out DIR: the next merged model leaves revoked experts out",
         "flexaudit eval|generate MODEL --exclude NAME: deactivates an expert at inference time",
     ],
 }

@@ -214,7 +214,7 @@ def test_merge_builds_from_admitted_experts_only(tmp_path, tiny_anchor, clinical
         r = invoke("pool", "admit", p, pkg, "--audit", tmp_path / f"audit-{pkg.name}")
         assert r.exit_code == 0, r.output
     assert invoke("pool", "revoke", p, "finance", "--reason", "owner opted out", "--opt-out").exit_code == 0
-    r = invoke("pool", "merge", p, "--anchor", tiny_anchor, "--out", tmp_path / "merged")
+    r = invoke("merge", "--pool", p, "--anchor", tiny_anchor, "--out", tmp_path / "merged")
     assert r.exit_code == 0, r.output
     info = json.loads((tmp_path / "merged" / "flexaudit.json").read_text())
     assert [e["name"] for e in info["experts"]] == ["public", "clinical"]

@@ -141,15 +141,41 @@ def test_demo_quick(tmp_path):
     report = json.loads(result.stdout)
     labels = [r["label"] for r in report["rows"]]
     assert labels[0] == "anchor" and "merged pool" in labels
-    assert {"anchor + code", "anchor + clinical", "anchor + finance"} <= set(labels)
-    assert {"pool without code", "pool without clinical", "pool without finance"} <= set(labels)
+    assert {"anchor + code", "anchor + clinical", "anchor + finance", "anchor + clinical-dp"} <= set(labels)
     assert report["domains"] == ["public", "code", "clinical", "finance"]
     for row in report["rows"]:
         assert all(1.0 < v < 1000 for v in row["perplexity"].values())
     rows = {r["label"]: r["perplexity"] for r in report["rows"]}
     for d in ("code", "clinical", "finance"):  # an expert helps its own domain even in the quick version
         assert rows[f"anchor + {d}"][d] < rows["anchor"][d]
+    for admitted in report["pool"]["admitted"]:
+        assert f"pool without {admitted}" in labels or admitted == "finance-leaky"
+    # differential privacy: the guarantee holds and is reported beside the non-DP expert
+    privacy = report["privacy"]
+    assert privacy["epsilon"] <= 8.0 and privacy["unit"] == "subject"
+    assert privacy["perplexity"] > 1 and privacy["non_dp_perplexity"] > 1
+    # every expert audited, rendered and judged; the leaky one never enters the pool
+    assert set(report["audits"]) == {"code", "clinical", "finance", "clinical-dp", "finance-leaky"}
+    for name, audit in report["audits"].items():
+        assert audit["gate"]["decision"] in ("pass", "fail", "inconclusive")
+        assert (tmp_path / "demo" / "audits" / name / "report.html").is_file()
+    assert "finance-leaky" in report["pool"]["refused"]
+    assert report["pool"]["admitted"] and report["pool"]["merged_experts"][0] == "public"
     for path in report["artifacts"].values():
         assert (tmp_path / "demo").joinpath(path).exists()
-    again = invoke("demo", "--quick", "--workdir", tmp_path / "demo", "--json")  # its own workdir: rerun is fine
-    assert again.exit_code == 0
+
+
+def test_demo_workdir_rules(tmp_path):
+    from flexaudit.demo import MARKER, _prepare_workdir
+
+    foreign = tmp_path / "mine"
+    foreign.mkdir()
+    (foreign / "thesis.txt").write_text("keep me")
+    result = invoke("demo", "--quick", "--workdir", foreign)
+    assert result.exit_code == 2 and "not made by the demo" in _one_error_line(result)
+    assert (foreign / "thesis.txt").read_text() == "keep me"
+    own = tmp_path / "demo"
+    _prepare_workdir(own)
+    (own / "audits").mkdir()
+    _prepare_workdir(own)  # the demo's own directory: a rerun replaces its outputs
+    assert (own / MARKER).exists() and not (own / "audits").exists()

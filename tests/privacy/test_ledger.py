@@ -171,6 +171,13 @@ def test_mixed_privacy_units_are_refused(ledger):
         ledger.plan_run(owner="clinic", dataset=FP, expert="s", segments=[RUN], delta=1e-5, unit="subject", run_id="subj")
 
 
+def test_a_run_without_dp_does_not_fix_the_unit_of_later_dp_runs(ledger):
+    release(ledger, "plain", None)  # no guarantee of any unit
+    release(ledger, "subj", [RUN], unit="subject")
+    total = ledger.total(owner="clinic", dataset=FP).to_dict()
+    assert total["epsilon"] is None  # the plain release already disclosed the data: no formal guarantee
+
+
 @pytest.mark.parametrize(
     "kwargs, words",
     [

@@ -1,0 +1,99 @@
+"""The audit's claims on real flexaudit experts (issue 4, "done means"):
+
+  * an expert deliberately overfit on a small set: LOSS and reference AUC above 0.9 and discoverable
+    extraction clearly above the anchor's, while the anchor alone on the same split has AUC 0.5 +- 0.05;
+  * canaries: a non-DP expert with repeated canaries gives a clearly positive one-run epsilon lower bound,
+    and a DP expert's lower bound never exceeds its accounted epsilon.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+
+from flexaudit.audit import AuditOptions, run_audit
+from flexaudit.expert import DPOptions, ExpertOptions, train_expert
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def anchor(tmp_path_factory):
+    """A tiny anchor with a 4x wider FFN, trained longer than the tests' usual one: an FFN-only expert
+    memorises only what the frozen attention lets it tell apart, and the default tiny anchor (150 steps,
+    74k expert parameters) cannot overfit even 100 records (measured: LOSS AUC 0.56-0.75)."""
+    from flexaudit import anchor as anchors
+    from flexaudit.data.builtin import write_domain
+
+    root = tmp_path_factory.mktemp("leak-anchor")
+    write_domain("public", root / "public.jsonl", n_documents=600)
+    wide = dataclasses.replace(anchors.PRESETS["tiny"], intermediate_size=768)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setitem(anchors.PRESETS, "tiny-wide", wide)
+        anchors.train_anchor([root / "public.jsonl"], root / "anchor", preset="tiny-wide", steps=1000)
+    return root / "anchor"
+
+
+@pytest.fixture(scope="module")
+def records(tmp_path_factory):
+    """550 short customer records (the first 90 characters of each synthetic bank document: bank, name,
+    address), so that a small expert can memorise its members."""
+    from flexaudit.data.builtin import write_domain
+
+    root = tmp_path_factory.mktemp("leak-data")
+    write_domain("finance", root / "full.jsonl", n_documents=550)
+    with (root / "full.jsonl").open() as full, (root / "finance.jsonl").open("w") as short:
+        for line in full:
+            row = json.loads(line)
+            short.write(json.dumps({"id": row["id"], "text": row["text"][:90], "subject": row["subject"]}) + "\n")
+    return root / "finance.jsonl"
+
+
+def _audit(expert, anchor, out, **options):
+    defaults = dict(max_documents=400, extraction_documents=60, samples_per_prefix=2, pii_prompts=20)
+    return run_audit(expert, anchor_dir=anchor, out=out, options=AuditOptions(**{**defaults, **options})).report
+
+
+def _auc(report, attack, side):
+    return report["empirical"]["membership"]["attacks"][attack][side]["auc"]
+
+
+@pytest.fixture(scope="module")
+def leaky(tmp_path_factory, anchor, records):
+    """~140 member records, 400 held out; ~100 passes over the members; 24 canaries repeated 8 times."""
+    out = tmp_path_factory.mktemp("leaky") / "leaky"
+    train_expert(anchor_dir=anchor, data=records, name="leaky", out=out,
+                 options=ExpertOptions(steps=1500, batch_size=16, lr=5e-3, holdout_fraction=0.73, canaries=24,
+                                       canary_repeats=8), subject_field="subject")
+    return out
+
+
+def test_overfit_expert_leaks_and_the_anchor_does_not(leaky, anchor, tmp_path):
+    report = _audit(leaky, anchor, tmp_path / "audit", attacks=("FA-MIA-LOSS", "FA-MIA-REF", "FA-EXT-DISC", "FA-EXT-CANARY"))
+    assert report["empirical"]["audit"]["members"] >= 100 and report["empirical"]["audit"]["nonmembers"] >= 300
+    assert _auc(report, "FA-MIA-LOSS", "target") > 0.9
+    assert _auc(report, "FA-MIA-REF", "target") > 0.9
+    assert abs(_auc(report, "FA-MIA-LOSS", "anchor") - 0.5) <= 0.05
+    disc = report["empirical"]["extraction"]["attacks"]["FA-EXT-DISC"]
+    assert disc["target"]["mean_token_match"] > disc["anchor"]["mean_token_match"] + 0.1
+    assert disc["target"]["exact"]["k"] > disc["anchor"]["exact"]["k"]
+    canary = report["empirical"]["extraction"]["attacks"]["FA-EXT-CANARY"]["target"]
+    assert canary["epsilon_one_run"]["epsilon"] > 0.5  # repeated canaries: clearly positive
+
+
+def test_dp_expert_bound_never_exceeds_its_epsilon(anchor, records, tmp_path):
+    out = tmp_path / "private"
+    trained = train_expert(anchor_dir=anchor, data=records, name="private", out=out,
+                           options=ExpertOptions(steps=60, batch_size=16, lr=5e-3, holdout_fraction=0.73, canaries=24,
+                                                 canary_repeats=8, dp=DPOptions(target_epsilon=8.0, unit="subject")),
+                           subject_field="subject")
+    accounted = trained.manifest["privacy"]["epsilon"]
+    assert accounted <= 8.0
+    report = _audit(out, anchor, tmp_path / "audit", attacks=("FA-MIA-LOSS", "FA-EXT-CANARY"))
+    canary = report["empirical"]["extraction"]["attacks"]["FA-EXT-CANARY"]["target"]
+    assert canary["epsilon_one_run"]["epsilon"] <= accounted
+    for bound in report["empirical"].get("epsilon_lower_bounds", []):
+        assert bound["epsilon"] <= accounted
+    assert json.loads((out / "manifest.json").read_text())["canaries"]["planted"] >= 1

@@ -105,7 +105,7 @@ def check_weight_files(directory: Path) -> None:
 
 
 @contextlib.contextmanager
-def _quiet_transformers() -> Iterator[None]:
+def quiet_transformers() -> Iterator[None]:
     """Silences transformers' own tqdm bars while loading; the caller's progress object reports instead."""
     from transformers.utils import logging as hf_logging
 
@@ -137,7 +137,7 @@ def load_causal_lm(path: str | Path, *, device: str | torch.device = "cpu",
     directory = Path(path)
     check_weight_files(directory)
     try:
-        with _quiet_transformers():
+        with quiet_transformers():
             model = AutoModelForCausalLM.from_pretrained(
                 directory, local_files_only=True, use_safetensors=True, dtype=dtype)
             tokenizer = AutoTokenizer.from_pretrained(directory, local_files_only=True)

@@ -75,10 +75,10 @@ def overfit(model, tokenizer, texts: Sequence[str], *, steps: int = 300, lr: flo
 
 def save(model, tokenizer, directory: str | Path) -> Path:
     """save_pretrained of model (safetensors) and tokenizer into `directory`."""
-    from .model import _quiet_transformers
+    from .model import quiet_transformers
 
     directory = Path(directory)
-    with _quiet_transformers():
+    with quiet_transformers():
         model.save_pretrained(directory)
         tokenizer.save_pretrained(directory)
     return directory

@@ -36,15 +36,15 @@ VARIANTS = {
     "method+bias": ({"router_bias": True}, False, False),
     "method+random-init": ({"router_init": "random"}, False, False),
     "method+rt": ({}, False, True),
-    "negatives": ({}, True, False),
-    "negatives+rt": ({}, True, True),
+    "negatives": ({"anchor_weight": 0.0}, True, False),
+    "negatives+rt": ({"anchor_weight": 0.0}, True, True),
     "negatives+anchor": ({"anchor_weight": 1.0}, True, False),
     "negatives+anchor+rt": ({"anchor_weight": 1.0}, True, True),
     "negatives+anchor+random-init": ({"anchor_weight": 1.0, "router_init": "random"}, True, False),
     "negatives+anchor+embedder-init": ({"anchor_weight": 1.0, "router_init": "embedder"}, True, False),
-    "negatives+bias": ({"router_bias": True}, True, False),
-    "negatives+random-init": ({"router_init": "random"}, True, False),
-    "negatives+embedder-init": ({"router_init": "embedder"}, True, False),
+    "negatives+bias": ({"router_bias": True, "anchor_weight": 0.0}, True, False),
+    "negatives+random-init": ({"router_init": "random", "anchor_weight": 0.0}, True, False),
+    "negatives+embedder-init": ({"router_init": "embedder", "anchor_weight": 0.0}, True, False),
 }
 
 

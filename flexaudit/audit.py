@@ -22,9 +22,9 @@ from pathlib import Path
 from flexaudit.anchor import load_anchor, local_dir
 from flexaudit.data import load_documents
 from flexaudit.data.split import owner_home, owner_key
-from flexaudit.errors import InputError
+from flexaudit.errors import InputError, IntegrityError
 from flexaudit.expert import load_package
-from flexaudit.merge import export_for_transformers
+from flexaudit.merge import export_for_transformers, read_pool
 from flexaudit.personal_data import NOT_SEARCHED, find_personal_data
 from flexaudit.progress import NULL_PROGRESS, Progress
 
@@ -50,6 +50,10 @@ class AuditOptions:
     trace_index: Path | None = None  # the owner's trace index: extracted samples are traced to documents
     trace_min_match: float = 0.5  # discoverable samples matching at least this share of their suffix are traced
     long_texts: str = "window"  # texts longer than the context: score every token in sliding windows, or "truncate"
+    # Opt-out verification: attack this merged pool (with these experts switched off) instead of anchor + expert,
+    # still with the expert's own members and non-members.
+    model: Path | None = None
+    exclude: tuple[str, ...] = ()
 
 
 @dataclass
@@ -115,6 +119,26 @@ def _trace_evidence(lm, tokenizer, attacked: list[str], discoverable, prefix: in
     }
 
 
+def _target(package, anchor, options: AuditOptions) -> tuple[Path, str]:
+    """The model under attack: anchor + the expert (the default), or a merged pool for opt-out verification."""
+    if options.model is None:
+        if options.exclude:
+            raise InputError("--exclude needs --model: the merged pool to switch experts off in")
+        return package.directory, f"anchor + {package.name}"
+    pool = read_pool(Path(options.model))
+    if pool is None:
+        raise InputError(f"{options.model} is not a merged pool (no flexaudit.json): build one with `flexaudit merge`")
+    if pool.info["anchor"]["root_digest"] != anchor.root_digest:
+        raise IntegrityError(f"the merged pool {options.model} was built on another anchor than {anchor.directory}: "
+                             "audit it with the anchor it was merged on")
+    name = "merged pool" + (f" without {', '.join(options.exclude)}" if options.exclude else "")
+    return Path(options.model), name
+
+
+def _pool_digest(model: Path) -> str:
+    return read_pool(Path(model)).info.get("weights_root_digest") or ""
+
+
 def _selected(options: AuditOptions, attack_id: str) -> bool:
     return options.attacks is None or attack_id in options.attacks
 
@@ -153,8 +177,9 @@ def run_audit(
     texts = member_texts + nonmember_texts
     labels = [True] * len(member_texts) + [False] * len(nonmember_texts)
 
-    with export_for_transformers(Path(expert_dir), anchor_dir=anchor.directory) as target_dir:
-        target = attacks.load_causal_lm(target_dir, name=f"anchor + {package.name}")
+    target_path, target_name = _target(package, anchor, options)
+    with export_for_transformers(target_path, anchor_dir=anchor.directory, exclude=list(options.exclude)) as target_dir:
+        target = attacks.load_causal_lm(target_dir, name=target_name)
         reference = attacks.load_causal_lm(anchor.directory, name="anchor")
         context = anchor.config.max_seq_len
 
@@ -165,8 +190,9 @@ def run_audit(
         chosen = [a for a in MEMBERSHIP_ATTACKS if _selected(options, a)]
         membership = {
             "target": attacks.run_membership(target_cache, reference_cache, is_member=labels, attacks=chosen, seed=options.seed),
-            "anchor": attacks.run_membership(reference_cache, None, is_member=labels,
-                                             attacks=[a for a in chosen if a not in ("FA-MIA-REF", "FA-MIA-RMIA")],
+            # The anchor is its own reference: REF is then exactly at chance, and offline RMIA (whose marginal
+            # is not the reference's own likelihood) measures what it would say about a model that saw nothing.
+            "anchor": attacks.run_membership(reference_cache, reference_cache, is_member=labels, attacks=chosen,
                                              seed=options.seed),
         }
         seconds["membership"] = time.perf_counter() - t
@@ -243,6 +269,8 @@ def run_audit(
             "personal_data": {"categories_searched": list(categories) or [], "not_searched": list(NOT_SEARCHED),
                               "items": len(items), "prompts": len(prompts)},
             "seconds": {k: round(v, 1) for k, v in seconds.items()},
+            "target": {"model": target_name, "excluded": list(options.exclude),
+                       **({"merged_pool_digest": _pool_digest(options.model)} if options.model else {})},
             **({"trace_evidence": evidence} if evidence is not None else {}),
         },
         data={"personal_data_categories": categories},

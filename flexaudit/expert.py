@@ -94,7 +94,7 @@ class ExpertOptions:
     router_init: str = DEFAULT_ROUTER_INIT
     router_bias: bool = False  # the method's learnable bias; off by default (see README: measured)
     public_rows: int = 4  # rows of public text per step that train only the router (with public data given)
-    anchor_weight: float = 0.0  # on public rows, pull the expert's output towards the public expert's
+    anchor_weight: float = 1.0  # on public rows, pull the expert's output towards the public expert's (measured: README)
     checkpoint_every: int = 50
     dp: DPOptions | None = None  # with DP, batch_size is the expected number of units per step
     canaries: int = 0  # canaries generated for audits; each planted with probability 1/2

@@ -27,7 +27,9 @@ def generate(
         raise InputError("the prompt is empty: give --prompt TEXT")
     if max_new_tokens < 1:
         raise InputError("--max-new-tokens must be at least 1")
-    with export_for_transformers(Path(model_dir), anchor_dir=anchor_dir, exclude=list(exclude)) as path:
+    from attacks.model import quiet_transformers
+
+    with export_for_transformers(Path(model_dir), anchor_dir=anchor_dir, exclude=list(exclude)) as path, quiet_transformers():
         model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True).eval()
         tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
     ids = tokenizer(prompt, return_tensors="pt", add_special_tokens=False)["input_ids"]

@@ -249,6 +249,10 @@ def admit(pool_dir: str | Path, package_dir: str | Path, audit_dir: str | Path, 
     if meta.get("anchor_root_digest") and report["subject"]["anchor"]["root_digest"] != meta["anchor_root_digest"]:
         raise IntegrityError(f"expert {report['subject']['expert']['name']!r} was audited against another anchor than "
                              "this pool's: it cannot be merged with the pool's experts")
+    target = report.get("empirical", {}).get("audit", {}).get("target", {}).get("model")
+    if target is not None and target != f"anchor + {report['subject']['expert']['name']}":
+        raise InputError(f"{audit_dir} audits the {target}, not anchor + this expert: admit with the expert's own "
+                         "audit (flexaudit audit EXPERT_DIR without --model)")
     stamp = _now(now)
     result = run_gate(audit_dir, policy, package_dir=package_dir, now=now)
     name, root = result.subject["name"], result.subject["root_digest"]

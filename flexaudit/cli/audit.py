@@ -55,6 +55,8 @@ def audit_cmd(
     extraction_documents: Annotated[int, typer.Option(help="Members each extraction attack targets.")] = 100,
     long_texts: Annotated[LongTexts, typer.Option(help="Texts longer than the context: score every token in sliding windows, or only the beginning.")] = LongTexts.window,
     policy: Annotated[Optional[Path], typer.Option(help="Policy for the report's verdict (default: the shipped one).")] = None,
+    model: Annotated[Optional[Path], typer.Option(help="Opt-out verification: attack this merged pool (built on --anchor) instead of anchor + expert, with the expert's own members and non-members.")] = None,
+    exclude: Annotated[list[str], typer.Option("--exclude", help="With --model: switch this expert off (repeatable).")] = [],
     trace_index: Annotated[Optional[Path], typer.Option(help="Your trace index (flexaudit trace index): extracted samples are traced to your documents.")] = None,
     seed: Annotated[int, typer.Option(help="Seed for sampling and decoding.")] = 0,
     reveal: Annotated[bool, typer.Option(help="Keep raw training text and extracted values in the report.")] = False,
@@ -69,6 +71,7 @@ def audit_cmd(
             raise InputError(f"{out_dir} already holds a report: choose another --out or pass --force to replace it")
         options = AuditOptions(
             max_documents=max_documents, extraction_documents=extraction_documents, long_texts=long_texts.value,
+            model=model, exclude=tuple(exclude),
             seed=seed, reveal=reveal,
             policy=policy, attacks=tuple(a.strip() for a in attacks.split(",")) if attacks else None, trace_index=trace_index,
         )
@@ -78,9 +81,10 @@ def audit_cmd(
 
     result = guarded(run)
     report = result.report
-    table = Table(title=f"Audit of {report['subject']['expert']['name']!r}: anchor + expert vs anchor alone")
+    attacked = report["empirical"]["audit"].get("target", {}).get("model", "anchor + expert")
+    table = Table(title=f"Audit of {report['subject']['expert']['name']!r}: {attacked} vs anchor alone")
     table.add_column("attack")
-    table.add_column("anchor + expert [95% CI]", justify="right")
+    table.add_column(f"{attacked} [95% CI]", justify="right")
     table.add_column("anchor alone", justify="right")
     for row in summary_rows(report):
         table.add_row(*row)

@@ -93,6 +93,7 @@ def expert_train(
     router_init: Annotated[RouterInitChoice, typer.Option(help="How the expert's router row starts.")] = RouterInitChoice.hidden_mean,
     router_bias: Annotated[bool, typer.Option(help="Train the method's negative router bias (dropped at merge).")] = False,
     public_data: Annotated[Optional[Path], typer.Option(help="Public text whose rows teach only the router where the public expert is better.")] = None,
+    anchor_weight: Annotated[float, typer.Option(help="With --public-data: weight of the term that keeps the expert's output close to the public FFN's on public rows (measured default, see README).")] = 1.0,
     dp: Annotated[bool, typer.Option("--dp", help="Train with DP-SGD (then --batch-size is the expected units per step).")] = False,
     target_epsilon: Annotated[Optional[float], typer.Option(help="With --dp: the epsilon to reach after --steps (noise is derived).")] = None,
     noise_multiplier: Annotated[Optional[float], typer.Option(help="With --dp: the noise multiplier sigma (epsilon is derived).")] = None,
@@ -125,7 +126,8 @@ def expert_train(
             raise InputError("--budget caps a DP run's epsilon: add --dp (a run without DP has no epsilon to cap)")
         options = ExpertOptions(
             steps=steps, batch_size=batch_size, seq_len=seq_len, lr=lr, seed=seed, holdout_fraction=holdout_fraction,
-            router_init=router_init.value, router_bias=router_bias, checkpoint_every=checkpoint_every, dp=dp_options,
+            router_init=router_init.value, router_bias=router_bias, anchor_weight=anchor_weight,
+            checkpoint_every=checkpoint_every, dp=dp_options,
             canaries=canaries, canary_repeats=canary_repeats, owner=owner,
         )
         with RichProgress() as progress:

@@ -277,3 +277,13 @@ def test_github_flag_and_step_summary(make_audit, tmp_path, monkeypatch):
     assert result.exit_code == 1
     assert result.stdout.count("::error ") == 8 and "exit code" not in result.stdout
     assert "| ❌ FAIL |" in summary.read_text()
+
+
+def test_the_example_policy_is_the_shipped_default():
+    """examples/privacy-policy.toml is what users copy and edit: it must be the policy the gate applies by default."""
+    from pathlib import Path
+
+    from flexaudit.gate.policy import default_policy_text
+
+    example = Path(__file__).resolve().parents[2] / "examples" / "privacy-policy.toml"
+    assert example.read_text(encoding="utf-8") == default_policy_text()

@@ -79,3 +79,49 @@ def test_report_renders(audited, tmp_path):
     assert result.exit_code == 0, result.output
     html = (tmp_path / "report.html").read_text()
     assert "clinical" in html and "data:image/svg+xml;base64," in html  # figures embedded
+
+
+def test_opt_out_verification_puts_the_leakage_back_at_the_anchor(audited, tiny_anchor, clinical_expert, tmp_path):
+    """Auditing the merged pool with the expert switched off attacks exactly the anchor's model: every
+    membership score equals the anchor's, while the pool with the expert in does not."""
+    from flexaudit.merge import merge
+
+    pool = merge(tiny_anchor, [clinical_expert], tmp_path / "pool").directory
+    out_off = tmp_path / "off"
+    result = runner.invoke(app, ["audit", str(clinical_expert), "--anchor", str(tiny_anchor), "--out", str(out_off),
+                                 "--model", str(pool), "--exclude", "clinical", "--max-documents", "24",
+                                 "--extraction-documents", "6", "--attacks", "FA-MIA-LOSS,FA-EXT-DISC"])
+    assert result.exit_code == 0, result.output
+    off = read_report(out_off)
+    assert off["empirical"]["audit"]["target"] == {
+        "model": "merged pool without clinical", "excluded": ["clinical"],
+        "merged_pool_digest": json.loads((pool / "flexaudit.json").read_text())["weights_root_digest"]}
+    loss = off["empirical"]["membership"]["attacks"]["FA-MIA-LOSS"]
+    assert loss["target"]["member_scores"] == pytest.approx(loss["anchor"]["member_scores"], abs=1e-5)
+    disc = off["empirical"]["extraction"]["attacks"]["FA-EXT-DISC"]
+    assert disc["target"]["mean_token_match"] == pytest.approx(disc["anchor"]["mean_token_match"])
+    rendered = runner.invoke(app, ["report", str(out_off), "--format", "md"])
+    assert rendered.exit_code == 0, rendered.output
+    assert "opt-out verification: clinical switched off" in (out_off / "report.md").read_text()
+
+    on = run_audit(clinical_expert, anchor_dir=tiny_anchor, out=tmp_path / "on",
+                   options=AuditOptions(max_documents=24, attacks=("FA-MIA-LOSS",), model=pool)).report
+    scores = on["empirical"]["membership"]["attacks"]["FA-MIA-LOSS"]
+    assert scores["target"]["member_scores"] != pytest.approx(scores["anchor"]["member_scores"], abs=1e-3)
+
+    # an opt-out audit is not the expert's own audit: the pool will not admit on it
+    from flexaudit.errors import InputError
+    from flexaudit.pool import admit, init_pool
+
+    init_pool(tmp_path / "registry", anchor_dir=tiny_anchor)
+    with pytest.raises(InputError, match="not anchor \\+ this expert"):
+        admit(tmp_path / "registry", clinical_expert, audit_dir=out_off)
+
+
+def test_exclude_without_a_pool_is_refused(tiny_anchor, clinical_expert, tmp_path):
+    result = runner.invoke(app, ["audit", str(clinical_expert), "--anchor", str(tiny_anchor), "--out",
+                                 str(tmp_path / "a"), "--exclude", "clinical"])
+    assert result.exit_code == 2 and "--exclude needs --model" in result.stderr
+    result = runner.invoke(app, ["audit", str(clinical_expert), "--anchor", str(tiny_anchor), "--out",
+                                 str(tmp_path / "b"), "--model", str(tiny_anchor)])
+    assert result.exit_code == 2 and "not a merged pool" in result.stderr

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -13,8 +15,9 @@ import torch
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 torch.set_num_threads(1)
-# Never touch the real ~/.local/share/flexaudit.
+# Never touch the real ~/.local/share/flexaudit; and leave no test keys behind.
 os.environ["FLEXAUDIT_HOME"] = tempfile.mkdtemp(prefix="flexaudit-home-")
+atexit.register(shutil.rmtree, os.environ["FLEXAUDIT_HOME"], ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -42,6 +42,8 @@ VARIANTS = {
     "negatives+anchor+rt": ({"anchor_weight": 1.0}, True, True),
     "negatives+anchor+random-init": ({"anchor_weight": 1.0, "router_init": "random"}, True, False),
     "negatives+anchor+embedder-init": ({"anchor_weight": 1.0, "router_init": "embedder"}, True, False),
+    "negatives+anchor3": ({"anchor_weight": 3.0}, True, False),
+    "negatives+anchor+rows8": ({"anchor_weight": 1.0, "public_rows": 8}, True, False),
     "negatives+bias": ({"router_bias": True, "anchor_weight": 0.0}, True, False),
     "negatives+random-init": ({"router_init": "random", "anchor_weight": 0.0}, True, False),
     "negatives+embedder-init": ({"router_init": "embedder", "anchor_weight": 0.0}, True, False),

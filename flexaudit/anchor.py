@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from flexaudit import __version__
-from flexaudit.checkpoint import copy_tokenizer, read_hf_weights, read_json, refuse_pickle, write_hf_checkpoint
+from flexaudit.checkpoint import read_hf_weights, read_json, refuse_pickle, write_hf_checkpoint
 from flexaudit.data import Document, load_documents
 from flexaudit.data.split import split_documents
 from flexaudit.digest import root_digest, text_sha256
@@ -254,11 +254,8 @@ def _write_holdout(local: Path, holdout: list[Document]) -> None:
     atomic_write_text(local / "holdout.jsonl", "\n".join(lines) + "\n")
 
 
-def load_anchor(directory: str | Path) -> Anchor:
-    """Load and verify an anchor: its files must still have the root digest anchor.json states."""
-    from flexaudit.checkpoint import load_flexolmo
-
-    directory = Path(directory)
+def verify_anchor(directory: Path) -> dict:
+    """anchor.json of an anchor whose files still have the root digest it states (nothing else is loaded)."""
     if not directory.is_dir():
         raise InputError(f"anchor directory not found: {directory}")
     info = read_json(directory / ANCHOR_FILE, "anchor.json (is this an anchor made by `flexaudit anchor`?)")
@@ -270,6 +267,15 @@ def load_anchor(directory: str | Path) -> Anchor:
             f"anchor {directory} was modified: its files hash to {actual[:19]}… but anchor.json states "
             f"{str(info.get('root_digest'))[:19]}…; restore the original anchor"
         )
+    return info
+
+
+def load_anchor(directory: str | Path) -> Anchor:
+    """Load and verify an anchor: its files must still have the root digest anchor.json states."""
+    from flexaudit.checkpoint import load_flexolmo
+
+    directory = Path(directory)
+    info = verify_anchor(directory)
     model = load_flexolmo(directory)
     if model.config.num_experts != 1:
         raise IntegrityError(f"anchor {directory} has {model.config.num_experts} experts; an anchor has exactly 1")

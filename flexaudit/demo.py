@@ -18,7 +18,6 @@ organisations would.
 
 from __future__ import annotations
 
-import json
 import re
 import shutil
 import time

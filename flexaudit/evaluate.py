@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from flexaudit.model import FlexOlmo, perplexity_from, token_nll
+from flexaudit.model import FlexOlmo, pad_right, perplexity_from, token_nll
 from flexaudit.progress import NULL_PROGRESS, Progress
 from flexaudit.tokenizer import encode_documents
 
@@ -55,13 +55,8 @@ def perplexity(
     model.eval()
     for i in range(0, len(windows), batch_size):
         chunk = windows[i : i + batch_size]
-        T = max(len(w) for w in chunk)
-        ids = torch.full((len(chunk), T), pad, dtype=torch.long)
-        mask = torch.zeros((len(chunk), T), dtype=torch.bool)
-        for r, w in enumerate(chunk):
-            ids[r, : len(w)] = torch.tensor(w)
-            mask[r, : len(w)] = True
-        total += float(token_nll(model(ids), ids, mask))  # right padding + causal attention: pads never seen
+        ids, mask = pad_right(chunk, pad)
+        total += float(token_nll(model(ids), ids, mask))
         count += int(mask[:, 1:].sum())
         task.advance(len(chunk))
     task.close()

@@ -16,8 +16,6 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-
 from flexaudit.anchor import ANCHOR_FILE, Anchor, load_anchor
 from flexaudit.checkpoint import load_flexolmo, read_json, write_hf_checkpoint
 from flexaudit.digest import root_digest

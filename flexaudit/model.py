@@ -420,6 +420,18 @@ def _dense_as_one_expert(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Te
     return out
 
 
+def pad_right(rows: list[list[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token rows of different lengths as one right-padded batch and its mask. With causal attention no real
+    token ever attends to the padding after it, so no attention mask is needed."""
+    T = max(len(r) for r in rows)
+    ids = torch.full((len(rows), T), pad, dtype=torch.long)  # (B, T)
+    mask = torch.zeros((len(rows), T), dtype=torch.bool)  # (B, T)
+    for i, r in enumerate(rows):
+        ids[i, : len(r)] = torch.tensor(r)
+        mask[i, : len(r)] = True
+    return ids, mask
+
+
 def token_nll(logits: torch.Tensor, input_ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Summed next-token negative log-likelihood over positions where mask[:, 1:] is true."""
     target_mask = mask[:, 1:]

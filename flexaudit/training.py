@@ -215,6 +215,29 @@ def _load_optimizer(opt: torch.optim.Optimizer, params: list[tuple[str, torch.nn
             opt.state[p] = state
 
 
+def restore_or_reset(checkpoints: Checkpoints, identity: dict, params: list[tuple[str, torch.nn.Parameter]],
+                     opt: torch.optim.Optimizer, *, resume: bool) -> tuple[dict, dict] | None:
+    """With `resume`, load the latest checkpoint of this exact run (same identity) into the parameters and the
+    optimizer and return its (tensors, meta); otherwise, or with nothing saved, start clean: None, and any
+    checkpoints of an earlier run are removed."""
+    saved = checkpoints.load() if resume else None
+    if saved is None:
+        if checkpoints.directory.exists():
+            shutil.rmtree(checkpoints.directory)
+        return None
+    tensors, meta = saved
+    if meta.get("identity") != identity:
+        raise InputError(
+            f"the checkpoint in {checkpoints.directory} belongs to a run with other settings or data: "
+            "resume with the original arguments, or start over without --resume"
+        )
+    with torch.no_grad():
+        for n, p in params:
+            p.copy_(tensors[f"param.{n}"])
+    _load_optimizer(opt, params, tensors)
+    return saved
+
+
 # --- the loop --------------------------------------------------------------------------------------------
 
 def train(
@@ -242,21 +265,10 @@ def train(
     checkpoints = Checkpoints(checkpoint_dir)
     identity = {**identity, "settings": asdict(settings)}
     start, losses = 0, []
-    saved = checkpoints.load() if resume else None
+    saved = restore_or_reset(checkpoints, identity, params, opt, resume=resume)
     if saved is not None:
-        tensors, meta = saved
-        if meta.get("identity") != identity:
-            raise InputError(
-                f"the checkpoint in {checkpoint_dir} belongs to a run with other settings or data: "
-                "resume with the original arguments, or start over without --resume"
-            )
-        with torch.no_grad():
-            for n, p in params:
-                p.copy_(tensors[f"param.{n}"])
-        _load_optimizer(opt, params, tensors)
+        meta = saved[1]
         start, losses = int(meta["step"]), list(meta["losses"])
-    elif checkpoint_dir.exists():
-        shutil.rmtree(checkpoint_dir)
 
     model.train()
     task = progress.task(description, total=settings.steps)

@@ -20,6 +20,38 @@ os.environ["FLEXAUDIT_HOME"] = tempfile.mkdtemp(prefix="flexaudit-home-")
 atexit.register(shutil.rmtree, os.environ["FLEXAUDIT_HOME"], ignore_errors=True)
 
 
+def run_script(script: str, home: Path, *args, fault: str | None = None, resume: bool = False):
+    """Run a Python snippet in a fresh process with its own owner home, optionally told to die at a fault point
+    (FLEXAUDIT_FAULT) and given --resume: how the kill-and-resume tests run a training."""
+    import subprocess
+    import sys
+
+    env = {**os.environ, "FLEXAUDIT_HOME": str(home)}
+    env.pop("FLEXAUDIT_FAULT", None)
+    if fault:
+        env["FLEXAUDIT_FAULT"] = fault
+    command = [sys.executable, "-c", script, *map(str, args)] + (["--resume"] if resume else [])
+    return subprocess.run(command, env=env, capture_output=True, text=True)
+
+
+def invoke(*args):
+    """Run the command line in-process, every argument as a string."""
+    from typer.testing import CliRunner
+
+    from flexaudit.cli import app
+
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def one_error_line(result) -> str:
+    """The contract for bad input: exactly one line on stderr, starting with "error: ", and no traceback."""
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.output
+    assert lines[0].startswith("error: "), lines[0]
+    assert "Traceback" not in result.output
+    return lines[0]
+
+
 @pytest.fixture(scope="session")
 def corpus_dir(tmp_path_factory) -> Path:
     from flexaudit.data.builtin import write_domain

@@ -26,7 +26,6 @@ import contextlib
 import hashlib
 import hmac
 import json
-import shutil
 import time
 import warnings
 from dataclasses import asdict, dataclass
@@ -37,9 +36,11 @@ import torch
 import torch.nn.functional as F
 
 from flexaudit.errors import InputError
-from flexaudit.model import FlexOlmo, RouterBias, causal_lm_loss
+from flexaudit.model import FlexOlmo, RouterBias, causal_lm_loss, pad_right
 from flexaudit.progress import NULL_PROGRESS, Progress
-from flexaudit.training import Checkpoints, PackedStream, TrainResult, TrainSettings, _fault_point, _load_optimizer, _optimizer_tensors
+from flexaudit.training import (
+    Checkpoints, PackedStream, TrainResult, TrainSettings, _fault_point, _optimizer_tensors, restore_or_reset,
+)
 
 
 @dataclass(frozen=True)
@@ -245,16 +246,6 @@ class _PerUnitClipper:
         self.norms.extend(norms.tolist())
 
 
-def _batch(rows: list[list[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
-    T = max(len(r) for r in rows)
-    ids = torch.full((len(rows), T), pad, dtype=torch.long)
-    mask = torch.zeros((len(rows), T), dtype=torch.bool)
-    for i, r in enumerate(rows):
-        ids[i, : len(r)] = torch.tensor(r)
-        mask[i, : len(r)] = True
-    return ids, mask
-
-
 def _row_losses(model, ids: torch.Tensor, mask: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     """Sum over rows of (row NLL sum * weight): with weight = 1 / tokens of the row's unit, each unit's
     loss is its mean token NLL, whatever its length."""
@@ -279,7 +270,7 @@ def private_gradient(engine: PerSampleEngine, unit_rows, chosen, dp: DPSettings,
                 rows.append(r)
                 row_unit.append(j)
                 weights.append(1.0 / max(1, unit_tokens[u]))
-        ids, mask = _batch(rows, pad)
+        ids, mask = pad_right(rows, pad)
         loss = _row_losses(engine, ids, mask, torch.tensor(weights))
         loss.backward()
         clipper.add(torch.tensor(row_unit), len(micro))
@@ -317,23 +308,12 @@ def train_dp(
     checkpoints = Checkpoints(checkpoint_dir)
     identity = {**identity, "settings": asdict(settings), "dp": asdict(dp), "run_id": run_id}
     start, losses, stats = 0, [], {"units_sampled": 0, "clipped": 0, "empty_steps": 0}
-    saved = checkpoints.load() if resume else None
+    saved = restore_or_reset(checkpoints, identity, params, opt, resume=resume)
     if saved is not None:
         tensors, meta = saved
-        if meta.get("identity") != identity:
-            raise InputError(
-                f"the checkpoint in {checkpoint_dir} belongs to a run with other settings or data: "
-                "resume with the original arguments, or start over without --resume"
-            )
-        with torch.no_grad():
-            for n, p in params:
-                p.copy_(tensors[f"param.{n}"])
-        _load_optimizer(opt, params, tensors)
         sampler.set_state(tensors["rng.sampler"])
         noise.set_state(tensors["rng.noise"])
         start, losses, stats = int(meta["step"]), list(meta["losses"]), dict(meta["dp_stats"])
-    elif checkpoint_dir.exists():
-        shutil.rmtree(checkpoint_dir)
 
     engine = PerSampleEngine(model, dp.engine)
     trainable = [p for _, p in params]

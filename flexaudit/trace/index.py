@@ -39,7 +39,7 @@ from flexaudit import __version__
 from flexaudit.checkpoint import read_json
 from flexaudit.data import load_documents
 from flexaudit.data.split import dataset_fingerprint, keyed_hash, owner_key
-from flexaudit.digest import file_digests, root_digest, text_sha256
+from flexaudit.digest import file_digests, text_sha256
 from flexaudit.errors import InputError, IntegrityError
 from flexaudit.fsutil import atomic_write_json, atomic_write_text, canonical_json, staged_directory
 from flexaudit.progress import NULL_PROGRESS, Progress
@@ -221,18 +221,9 @@ def _is_flexaudit_json(path: Path) -> bool:
 def _anchor_tokenizer(anchor_dir: Path):
     """The anchor's verified root digest and its tokenizer. The weights are not loaded: indexing needs only
     the tokenizer, and the digest check covers the tokenizer files."""
-    from flexaudit.anchor import ANCHOR_FILE, ANCHOR_FORMAT
+    from flexaudit.anchor import verify_anchor
 
-    if not anchor_dir.is_dir():
-        raise InputError(f"anchor directory not found: {anchor_dir}")
-    info = read_json(anchor_dir / ANCHOR_FILE, "anchor.json (is this an anchor made by `flexaudit anchor`?)")
-    if info.get("format") != ANCHOR_FORMAT:
-        raise InputError(f"{anchor_dir / ANCHOR_FILE} has format {info.get('format')!r}, expected {ANCHOR_FORMAT!r}")
-    actual = root_digest(anchor_dir, exclude=[ANCHOR_FILE])
-    if actual != info.get("root_digest"):
-        raise IntegrityError(f"anchor {anchor_dir} was modified: its files hash to {actual[:19]}… but anchor.json "
-                             f"states {str(info.get('root_digest'))[:19]}…; restore the original anchor")
-    return actual, load_tokenizer(anchor_dir)
+    return verify_anchor(anchor_dir)["root_digest"], load_tokenizer(anchor_dir)
 
 
 def _infini_gram_version() -> str:

@@ -12,7 +12,7 @@ import pytest
 from flexaudit.gate import Finding, evaluate, load_policy, parse_policy, run_gate, to_github, to_junit, to_sarif
 from flexaudit.gate.policy import default_policy_text
 
-from .conftest import invoke, one_error_line
+from ..conftest import invoke, one_error_line
 
 
 def _policy(tmp_path, text: str, name: str = "policy.toml"):

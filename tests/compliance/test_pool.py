@@ -13,7 +13,7 @@ import pytest
 from flexaudit import pool
 from flexaudit.errors import IntegrityError, PolicyViolation
 
-from .conftest import invoke, one_error_line
+from ..conftest import invoke, one_error_line
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ import pytest
 from flexaudit.report.regulatory import SECTIONS
 from flexaudit.report.render import environment, render_report, render_text
 
-from .conftest import invoke, one_error_line
+from ..conftest import invoke, one_error_line
 
 EVIL = "<script>alert(1)</script>"
 

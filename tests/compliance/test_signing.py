@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from .conftest import invoke, one_error_line
+from ..conftest import invoke, one_error_line
 
 
 def test_sign_and_verify_report(make_audit, tmp_path):

@@ -9,23 +9,8 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 from transformers import Olmo2Config, Olmo2ForCausalLM
-from typer.testing import CliRunner
 
-from flexaudit.cli import app
-
-runner = CliRunner()
-
-
-def invoke(*args: str):
-    return runner.invoke(app, [str(a) for a in args])
-
-
-def _one_error_line(result) -> str:
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("error: ")
-    assert "Traceback" not in result.output
-    return lines[0]
+from ..conftest import invoke, one_error_line
 
 
 def test_eval_json(tiny_anchor, clinical_expert, corpus_dir):
@@ -56,7 +41,7 @@ def test_merge_eval_generate_exclude(tiny_anchor, clinical_expert, finance_exper
     again = invoke("generate", pool, "--prompt", "Patient name:", "--max-new-tokens", "8", "--exclude", "clinical")
     assert again.stdout == gen.stdout  # greedy decoding is deterministic
     bad = invoke("generate", pool, "--prompt", "x", "--exclude", "nobody")
-    assert bad.exit_code == 2 and "no expert named 'nobody'" in _one_error_line(bad)
+    assert bad.exit_code == 2 and "no expert named 'nobody'" in one_error_line(bad)
 
 
 def test_integrity_failures_exit_3(tiny_anchor, clinical_expert, tmp_path):
@@ -68,7 +53,7 @@ def test_integrity_failures_exit_3(tiny_anchor, clinical_expert, tmp_path):
     save_file(tensors, str(pkg / "expert.safetensors"))
     result = invoke("merge", pkg, "--anchor", tiny_anchor, "--out", tmp_path / "pool")
     assert result.exit_code == 3
-    assert "does not match its manifest" in _one_error_line(result)
+    assert "does not match its manifest" in one_error_line(result)
     assert not (tmp_path / "pool").exists()
     assert not list(tmp_path.glob(".pool*"))  # no staging leftovers
 
@@ -81,18 +66,18 @@ def test_bad_training_data_exit_2_and_write_nothing(tiny_anchor, tmp_path, conte
     out = tmp_path / "expert"
     result = invoke("expert", "train", "--anchor", tiny_anchor, "--data", data, "--name", "x", "--out", out, "--steps", "2")
     assert result.exit_code == 2
-    assert fragment in _one_error_line(result)
+    assert fragment in one_error_line(result)
     assert not out.exists()
 
 
 def test_usage_errors(tiny_anchor, tmp_path):
     assert invoke("eval", tiny_anchor, "--data", "nopath").exit_code == 2
     result = invoke("expert", "train", "--anchor", tmp_path / "missing", "--data", tmp_path, "--name", "x", "--out", tmp_path / "o")
-    assert result.exit_code == 2 and "anchor directory not found" in _one_error_line(result)
+    assert result.exit_code == 2 and "anchor directory not found" in one_error_line(result)
     result = invoke("expert", "train", "--anchor", tiny_anchor, "--data", "builtin:finance", "--name", "public", "--out", tmp_path / "o")
-    assert result.exit_code == 2 and "invalid expert name" in _one_error_line(result)
+    assert result.exit_code == 2 and "invalid expert name" in one_error_line(result)
     result = invoke("anchor", "train", "--corpus", "builtin:public", "--out", tiny_anchor)
-    assert result.exit_code == 2 and "already exists" in _one_error_line(result)
+    assert result.exit_code == 2 and "already exists" in one_error_line(result)
 
 
 def _olmo2_checkpoint(path, tokenizer_dir):
@@ -130,7 +115,7 @@ def test_anchor_import_refuses_pickle(tiny_anchor, tmp_path):
     (src / "model.safetensors").unlink()
     (src / "pytorch_model.bin").write_bytes(b"\x80\x04K\x01.")
     result = invoke("anchor", "import", src, "--out", tmp_path / "anchor")
-    assert result.exit_code == 3 and "pickle" in _one_error_line(result)
+    assert result.exit_code == 3 and "pickle" in one_error_line(result)
     assert not (tmp_path / "anchor").exists()
 
 
@@ -172,7 +157,7 @@ def test_demo_workdir_rules(tmp_path):
     foreign.mkdir()
     (foreign / "thesis.txt").write_text("keep me")
     result = invoke("demo", "--quick", "--workdir", foreign)
-    assert result.exit_code == 2 and "not made by the demo" in _one_error_line(result)
+    assert result.exit_code == 2 and "not made by the demo" in one_error_line(result)
     assert (foreign / "thesis.txt").read_text() == "keep me"
     own = tmp_path / "demo"
     _prepare_workdir(own)

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 from safetensors.torch import load_file
 
 from flexaudit.training import PackedStream, TrainSettings
+
+from ..conftest import run_script
 
 RUN = """
 import sys, torch
@@ -41,12 +38,7 @@ def test_learning_rate_schedule():
 
 
 def _run(tmp, anchor, data, out, *, fault=None, resume=False):
-    env = {**os.environ, "FLEXAUDIT_HOME": str(tmp / "home")}
-    env.pop("FLEXAUDIT_FAULT", None)
-    if fault:
-        env["FLEXAUDIT_FAULT"] = fault
-    args = [sys.executable, "-c", RUN, str(anchor), str(data), str(out)] + (["--resume"] if resume else [])
-    return subprocess.run(args, env=env, capture_output=True, text=True)
+    return run_script(RUN, tmp / "home", anchor, data, out, fault=fault, resume=resume)
 
 
 @pytest.mark.slow

@@ -5,25 +5,13 @@ from __future__ import annotations
 import json
 
 import pytest
-from typer.testing import CliRunner
 
-from flexaudit.cli import app
 from flexaudit.privacy import Ledger, Segment
 
-runner = CliRunner()
+from ..conftest import invoke, one_error_line
+
 FP = "hmac-sha256:" + "c3" * 32
 T1B = ["--sample-rate", "0.04", "--noise-multiplier", "1.5", "--steps", "2249", "--delta", "1e-5"]
-
-
-def invoke(*args: str):
-    return runner.invoke(app, [str(a) for a in args])
-
-
-def one_error_line(result) -> str:
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("error: ") and "Traceback" not in result.output
-    return lines[0]
 
 
 def test_epsilon_table_shows_value_accountant_version_and_cross_check():

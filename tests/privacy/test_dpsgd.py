@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -17,6 +14,8 @@ from flexaudit.expert import DPOptions, ExpertOptions, train_expert, upcycle
 from flexaudit.model import FlexOlmo, ModelConfig
 from flexaudit.privacy import Ledger
 from flexaudit.privacy.dpsgd import PerSampleEngine, _PerUnitClipper, _row_losses, unit_windows
+
+from ..conftest import run_script
 
 
 def _expert_model(bias: bool, hidden: int = 16, intermediate: int = 24) -> FlexOlmo:
@@ -48,9 +47,9 @@ def test_per_unit_clipped_sum_matches_autograd(engine, bias, clip, width, seq_le
 
     expected = [torch.zeros_like(p) for p in params]
     for rows, n in zip(rows_per_unit, tokens):
-        from flexaudit.privacy.dpsgd import _batch
+        from flexaudit.model import pad_right
 
-        ids, mask = _batch(rows, 0)
+        ids, mask = pad_right(rows, 0)
         grads = torch.autograd.grad(_row_losses(model, ids, mask, torch.full((len(rows),), 1.0 / n)), params)
         norm = torch.sqrt(sum(g.pow(2).sum() for g in grads))
         for acc, g in zip(expected, grads):
@@ -64,9 +63,9 @@ def test_per_unit_clipped_sum_matches_autograd(engine, bias, clip, width, seq_le
             rows.append(r)
             row_unit.append(u)
             weights.append(1.0 / tokens[u])
-    from flexaudit.privacy.dpsgd import _batch
+    from flexaudit.model import pad_right
 
-    ids, mask = _batch(rows, 0)
+    ids, mask = pad_right(rows, 0)
     _row_losses(per_sample, ids, mask, torch.tensor(weights)).backward()
     clipper.add(torch.tensor(row_unit), len(rows_per_unit))
     per_sample.close()
@@ -99,12 +98,7 @@ def _home(tmp_path, name, key_from=None):
 
 
 def _run(home, anchor, data, out, *, fault=None, resume=False):
-    env = {**os.environ, "FLEXAUDIT_HOME": str(home)}
-    env.pop("FLEXAUDIT_FAULT", None)
-    if fault:
-        env["FLEXAUDIT_FAULT"] = fault
-    args = [sys.executable, "-c", RUN, str(anchor), str(data), str(out)] + (["--resume"] if resume else [])
-    return subprocess.run(args, env=env, capture_output=True, text=True)
+    return run_script(RUN, home, anchor, data, out, fault=fault, resume=resume)
 
 
 @pytest.mark.slow

@@ -10,9 +10,7 @@ from importlib.metadata import distribution
 
 import numpy as np
 import pytest
-from typer.testing import CliRunner
 
-from flexaudit.cli import app
 from flexaudit.data.split import keyed_hash, owner_key
 from flexaudit.digest import text_sha256
 from flexaudit.errors import InputError, IntegrityError
@@ -20,18 +18,7 @@ from flexaudit.tokenizer import load_tokenizer
 from flexaudit.trace import build_index, open_index, trace_texts
 from flexaudit.trace.index import DOCUMENTS_FILE, INDEX_FILE, README_FILE
 
-runner = CliRunner()
-
-
-def invoke(*args):
-    return runner.invoke(app, [str(a) for a in args])
-
-
-def one_error_line(result) -> str:
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, result.output
-    assert lines[0].startswith("error: ") and "Traceback" not in result.output
-    return lines[0]
+from ..conftest import invoke, one_error_line
 
 
 def test_index_records_anchor_counts_and_keys(records_index, overfit_anchor, record_list):

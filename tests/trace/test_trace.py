@@ -8,9 +8,7 @@ import random
 
 import numpy as np
 import pytest
-from typer.testing import CliRunner
 
-from flexaudit.cli import app
 from flexaudit.errors import IntegrityError
 from flexaudit.merge import open_model
 from flexaudit.tokenizer import load_tokenizer
@@ -18,18 +16,7 @@ from flexaudit.trace import DEFAULT_MIN_TOKENS, open_index, trace_output, trace_
 from flexaudit.trace.routing import route_tokens
 from flexaudit.trace.spans import encode, maximal_spans
 
-runner = CliRunner()
-
-
-def invoke(*args):
-    return runner.invoke(app, [str(a) for a in args])
-
-
-def one_error_line(result) -> str:
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, result.output
-    assert lines[0].startswith("error: ") and "Traceback" not in result.output
-    return lines[0]
+from ..conftest import invoke, one_error_line
 
 
 # --- spans ------------------------------------------------------------------------------------------------

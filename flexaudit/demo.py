@@ -24,7 +24,7 @@ import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-from flexaudit.anchor import load_anchor, local_dir, train_anchor
+from flexaudit.anchor import PRESETS, load_anchor, local_dir, train_anchor
 from flexaudit.data import load_documents
 from flexaudit.data.builtin import write_domain
 from flexaudit.errors import FlexauditError, InputError
@@ -181,9 +181,15 @@ def run_demo(
     *,
     quick: bool = False,
     plan: DemoPlan | None = None,
+    preset: str | None = None,
     progress: Progress = NULL_PROGRESS,
 ) -> DemoResult:
+    """The whole main job on built-in data. `preset` replaces the plan's model size (the anchor presets)."""
     plan = plan or (DemoPlan.quick() if quick else DemoPlan.full())
+    if preset is not None:
+        if preset not in PRESETS:
+            raise InputError(f"unknown preset {preset!r}: choose one of {', '.join(PRESETS)}")
+        plan = replace(plan, preset=preset)
     workdir = Path(workdir)
     _prepare_workdir(workdir)
     seconds: dict[str, float] = {}

@@ -164,3 +164,12 @@ def test_demo_workdir_rules(tmp_path):
     (own / "audits").mkdir()
     _prepare_workdir(own)  # the demo's own directory: a rerun replaces its outputs
     assert (own / MARKER).exists() and not (own / "audits").exists()
+
+
+def test_demo_unknown_preset_touches_nothing(tmp_path):
+    from flexaudit.demo import run_demo
+    from flexaudit.errors import InputError
+
+    with pytest.raises(InputError, match="unknown preset 'huge'"):
+        run_demo(tmp_path / "demo", preset="huge")
+    assert not (tmp_path / "demo").exists()

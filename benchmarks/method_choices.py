@@ -50,6 +50,24 @@ VARIANTS = {
 }
 
 
+def pool_table(alone: dict[str, Row], pool, score, domains: list[str]) -> dict:
+    """The merged pool and the pool with each expert opted out (slot i+1 = EXPERT_DOMAINS[i]), scored with
+    `score(model) -> {domain: perplexity}`, and the method's claims checked against `alone` (the anchor row and
+    each expert alone)."""
+    table = dict(alone)
+    table["merged pool"] = Row("merged pool", "pool", score(pool))
+    for slot, d in enumerate(EXPERT_DOMAINS, start=1):
+        table[f"pool without {d}"] = Row(f"pool without {d}", "opt-out", score(remove_experts(pool, [slot])))
+    checks = _criteria(table, domains, list(EXPERT_DOMAINS))
+    return {
+        "rows": {label: r.perplexity for label, r in table.items() if r.kind in ("pool", "opt-out")},
+        "claims_passed": sum(c["passed"] for c in checks),
+        "claims": len(checks),
+        "failed": [f"{c['claim']}: {c['measured']}" for c in checks if not c["passed"]],
+        "mean_pool_perplexity": round(sum(table["merged pool"].perplexity.values()) / len(domains), 3),
+    }
+
+
 def evaluate_variant(workdir: Path, name: str, *, steps: int, eval_docs: int, top_ks: list[int], reuse: bool) -> dict:
     changes, negatives, rt = VARIANTS[name]
     options = replace(ExpertOptions(steps=steps), **changes)
@@ -82,18 +100,7 @@ def evaluate_variant(workdir: Path, name: str, *, steps: int, eval_docs: int, to
         sources = proxy_corpus(anchor, packages, public_texts=[d.text for d in load_documents(workdir / "data" / "public.jsonl")])
     for k in top_ks:
         pool = tune_router(anchor, packages, sources, top_k=k)[0] if rt else compose(anchor, packages, top_k=k)
-        table = dict(rows)
-        table["merged pool"] = Row("merged pool", "pool", ppl(pool))
-        for slot, d in enumerate(EXPERT_DOMAINS, start=1):
-            table[f"pool without {d}"] = Row(f"pool without {d}", "opt-out", ppl(remove_experts(pool, [slot])))
-        checks = _criteria(table, list(texts), list(EXPERT_DOMAINS))
-        by_k[k] = {
-            "rows": {label: r.perplexity for label, r in table.items() if r.kind in ("pool", "opt-out")},
-            "claims_passed": sum(c["passed"] for c in checks),
-            "claims": len(checks),
-            "failed": [f"{c['claim']}: {c['measured']}" for c in checks if not c["passed"]],
-            "mean_pool_perplexity": round(sum(table["merged pool"].perplexity.values()) / len(texts), 3),
-        }
+        by_k[k] = pool_table(rows, pool, ppl, list(texts))
     return {
         "options": {**changes, "public_negatives": negatives, "router_tuning": rt, "steps": steps},
         "train_seconds": round(train_seconds, 1),

@@ -11,7 +11,8 @@ the anchor's hidden state at each layer. This benchmark measures, on a finished 
                  of every other domain's tokens it claims.
   pool_routing   in the merged pool: the share of each domain's tokens whose top-k includes each expert.
   oracle_tuning  the pool with its router rows tuned jointly on the owners' real training data (not offered by
-                 flexaudit: it would pool private data), with the demo's table and claims. Any router-only fix,
+                 flexaudit: it would pool private data), with the demo's table and claims (beside "merged", the
+                 pool as merged; "alone" holds the anchor and each expert alone, scored once for both). Any router-only fix,
                  such as `merge --tune-router`, is bounded by this.
 
     python benchmarks/routing_ceiling.py --workdir demo-output > ceiling.json
@@ -33,12 +34,13 @@ import torch.nn.functional as F
 
 from flexaudit.anchor import load_anchor, local_dir
 from flexaudit.data import load_documents
-from flexaudit.demo import EXPERT_DOMAINS, Row, _criteria
+from flexaudit.demo import EXPERT_DOMAINS, Row
 from flexaudit.evaluate import perplexity
 from flexaudit.expert import load_package
-from flexaudit.merge import compose, remove_experts
+from flexaudit.merge import compose
 from flexaudit.router_tuning import RouterTuning, tune_router
 from flexaudit.tokenizer import encode_documents
+from method_choices import pool_table  # this folder is on sys.path when run as a script
 
 DOMAINS = ("public", *EXPERT_DOMAINS)
 
@@ -121,25 +123,10 @@ def pool_routing(pool, tokenizer, held: dict, names: list[str], *, documents: in
     return out
 
 
-def table_and_claims(anchor, packages, pool, held: dict, *, documents: int) -> dict:
+def scorer(anchor, held: dict, *, documents: int):
+    """score(model) -> held-out perplexity per domain."""
     texts = {d: held[d][:documents] for d in DOMAINS}
-
-    def ppl(model) -> dict[str, float]:
-        return {d: round(perplexity(model, anchor.tokenizer, t).perplexity, 3) for d, t in texts.items()}
-
-    rows = {"anchor": Row("anchor", "anchor", ppl(anchor.model))}
-    for d, p in zip(EXPERT_DOMAINS, packages):
-        rows[f"anchor + {d}"] = Row(f"anchor + {d}", "expert", ppl(compose(anchor, [p], top_k=2)))
-    rows["merged pool"] = Row("merged pool", "pool", ppl(pool))
-    for slot, d in enumerate(EXPERT_DOMAINS, start=1):
-        rows[f"pool without {d}"] = Row(f"pool without {d}", "opt-out", ppl(remove_experts(pool, [slot])))
-    checks = _criteria(rows, list(DOMAINS), list(EXPERT_DOMAINS))
-    return {
-        "rows": {label: r.perplexity for label, r in rows.items()},
-        "claims_passed": sum(c["passed"] for c in checks),
-        "claims": len(checks),
-        "failed": [f"{c['claim']}: {c['measured']}" for c in checks if not c["passed"]],
-    }
+    return lambda model: {d: round(perplexity(model, anchor.tokenizer, t).perplexity, 3) for d, t in texts.items()}
 
 
 def main() -> None:
@@ -157,14 +144,19 @@ def main() -> None:
     result |= probes(anchor, train, held, documents=args.documents)
     pool = compose(anchor, packages, top_k=2)
     result["pool_routing"] = pool_routing(pool, anchor.tokenizer, held, ["public", *EXPERT_DOMAINS], documents=args.documents)
-    result["merged"] = table_and_claims(anchor, packages, pool, held, documents=args.documents)
+    score = scorer(anchor, held, documents=args.documents)
+    alone = {"anchor": Row("anchor", "anchor", score(anchor.model))}
+    for d, p in zip(EXPERT_DOMAINS, packages):
+        alone[f"anchor + {d}"] = Row(f"anchor + {d}", "expert", score(compose(anchor, [p], top_k=2)))
+    result["alone"] = {label: r.perplexity for label, r in alone.items()}
+    result["merged"] = pool_table(alone, pool, score, list(DOMAINS))
     # The owners' real training data as the tuning set: an upper bound, never something flexaudit does.
     sources = [encode_documents(anchor.tokenizer, train[d][:400]) for d in DOMAINS]
     tuning = RouterTuning(steps=args.tuning_steps)
     tuned, record = tune_router(anchor, packages, sources, top_k=2, tuning=tuning)
     result["oracle_tuning"] = {"steps": tuning.steps, "lr": tuning.lr, "loss_first": record["loss_first"],
                                "loss_last": record["loss_last"]}
-    result["oracle_tuning"] |= table_and_claims(anchor, packages, tuned, held, documents=args.documents)
+    result["oracle_tuning"] |= pool_table(alone, tuned, score, list(DOMAINS))
     result["seconds"] = round(time.perf_counter() - began, 1)
     json.dump(result, sys.stdout, indent=2)
     print()

@@ -119,12 +119,13 @@ def _trace_evidence(lm, tokenizer, attacked: list[str], discoverable, prefix: in
     }
 
 
-def _target(package, anchor, options: AuditOptions) -> tuple[Path, str]:
-    """The model under attack: anchor + the expert (the default), or a merged pool for opt-out verification."""
+def _target(package, anchor, options: AuditOptions) -> tuple[Path, dict]:
+    """The model under attack: anchor + the expert (the default), or a merged pool for opt-out verification;
+    and the report's record of it."""
     if options.model is None:
         if options.exclude:
             raise InputError("--exclude needs --model: the merged pool to switch experts off in")
-        return package.directory, f"anchor + {package.name}"
+        return package.directory, {"model": f"anchor + {package.name}", "excluded": []}
     pool = read_pool(Path(options.model))
     if pool is None:
         raise InputError(f"{options.model} is not a merged pool (no flexaudit.json): build one with `flexaudit merge`")
@@ -132,11 +133,8 @@ def _target(package, anchor, options: AuditOptions) -> tuple[Path, str]:
         raise IntegrityError(f"the merged pool {options.model} was built on another anchor than {anchor.directory}: "
                              "audit it with the anchor it was merged on")
     name = "merged pool" + (f" without {', '.join(options.exclude)}" if options.exclude else "")
-    return Path(options.model), name
-
-
-def _pool_digest(model: Path) -> str:
-    return read_pool(Path(model)).info.get("weights_root_digest") or ""
+    return Path(options.model), {"model": name, "excluded": list(options.exclude),
+                                 "merged_pool_digest": pool.info.get("weights_root_digest") or ""}
 
 
 def _selected(options: AuditOptions, attack_id: str) -> bool:
@@ -177,9 +175,9 @@ def run_audit(
     texts = member_texts + nonmember_texts
     labels = [True] * len(member_texts) + [False] * len(nonmember_texts)
 
-    target_path, target_name = _target(package, anchor, options)
+    target_path, target_record = _target(package, anchor, options)
     with export_for_transformers(target_path, anchor_dir=anchor.directory, exclude=list(options.exclude)) as target_dir:
-        target = attacks.load_causal_lm(target_dir, name=target_name)
+        target = attacks.load_causal_lm(target_dir, name=target_record["model"])
         reference = attacks.load_causal_lm(anchor.directory, name="anchor")
         context = anchor.config.max_seq_len
 
@@ -269,8 +267,7 @@ def run_audit(
             "personal_data": {"categories_searched": list(categories) or [], "not_searched": list(NOT_SEARCHED),
                               "items": len(items), "prompts": len(prompts)},
             "seconds": {k: round(v, 1) for k, v in seconds.items()},
-            "target": {"model": target_name, "excluded": list(options.exclude),
-                       **({"merged_pool_digest": _pool_digest(options.model)} if options.model else {})},
+            "target": target_record,
             **({"trace_evidence": evidence} if evidence is not None else {}),
         },
         data={"personal_data_categories": categories},

@@ -238,10 +238,11 @@ def run_demo(
     # 4. audits, reports and the gate; the pool admits only experts whose audit passes (the leaky one must not)
     leaky = _train_leaky(workdir, plan, anchor_dir, data, public_data, progress)
     t = lap("leaky_expert", t)
-    audits = _audit(workdir, plan, {**experts, LEAKY: leaky}, anchor_dir, progress)
+    policy_path = _policy_file(workdir, plan)
+    audits = _audit(workdir, plan, {**experts, LEAKY: leaky}, anchor_dir, policy_path, progress)
     t = lap("audits", t)
     offered = {d: experts[d] for d in EXPERT_DOMAINS} | {LEAKY: leaky}  # the DP expert is shown, not offered
-    registry, pool_record = _admit(workdir, plan, anchor_dir, offered, progress)
+    registry, pool_record = _admit(workdir, anchor_dir, offered, policy_path, progress)
     t = lap("admission", t)
 
     # 5. merge the admitted experts
@@ -332,13 +333,12 @@ def _owner(name: str) -> str:
     return name.removesuffix("-dp")
 
 
-def _audit(workdir, plan, experts: dict[str, Path], anchor_dir, progress) -> dict:
+def _audit(workdir, plan, experts: dict[str, Path], anchor_dir, policy_path: Path | None, progress) -> dict:
     from flexaudit.audit import AuditOptions, run_audit
     from flexaudit.gate.engine import run_gate
     from flexaudit.gate.policy import load_policy
     from flexaudit.report import render_report
 
-    policy_path = _policy_file(workdir, plan)
     policy = load_policy(policy_path)
     options = AuditOptions(max_documents=plan.audit_documents, extraction_documents=plan.audit_extraction,
                            samples_per_prefix=plan.audit_samples, pii_prompts=plan.audit_extraction,
@@ -360,12 +360,12 @@ def _audit(workdir, plan, experts: dict[str, Path], anchor_dir, progress) -> dic
     return audits
 
 
-def _admit(workdir, plan, anchor_dir, offered: dict[str, Path], progress) -> tuple[Path, dict]:
+def _admit(workdir, anchor_dir, offered: dict[str, Path], policy_path: Path | None, progress) -> tuple[Path, dict]:
     from flexaudit.pool import admit, init_pool
 
     progress.note("[5/7] the pool admits experts only with a passing audit bound to their exact weights")
     registry = workdir / "pool-registry"
-    init_pool(registry, policy_path=_policy_file(workdir, plan), anchor_dir=anchor_dir)
+    init_pool(registry, policy_path=policy_path, anchor_dir=anchor_dir)
     record = {"admitted": [], "refused": {}}
     for name, package in offered.items():
         try:

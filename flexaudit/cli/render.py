@@ -24,13 +24,9 @@ def print_demo(result) -> None:
     table.add_column("model")
     for d in result.domains:
         table.add_column(d, justify="right")
-    for row in result.rows:
-        next_kind = None
-        index = result.rows.index(row)
-        if index + 1 < len(result.rows):
-            next_kind = result.rows[index + 1].kind
+    for row, following in zip(result.rows, [*result.rows[1:], None]):
         table.add_row(row.label, *(f"{row.perplexity[d]:.2f}" for d in result.domains),
-                      end_section=next_kind is not None and next_kind != row.kind)
+                      end_section=following is not None and following.kind != row.kind)
     out.print(table)
 
     checks = Table(title="The method's claims on this run")

@@ -29,10 +29,24 @@ FA-EXT-DISC, FA-EXT-SAMPLED, FA-EXT-PROB, FA-EXT-CANARY, FA-EXT-PII (extraction)
 """
 
 from . import metrics
-from .errors import InputError, IntegrityError, MissingAttackInput
-from .extraction import (BENCHMARK_50_50, DEFAULT_TEMPLATE, GREEDY, PAPER_SAMPLING, PYTHIA_32_32, Canary,
-                         PersonalItem, SamplingConfig, canary_exposure, discoverable_extraction, generate,
-                         make_canaries, pii_leakage, probabilistic_extraction, sampled_extraction)
+from .errors import AttackError, InputError, IntegrityError, MissingAttackInput
+from .extraction import (
+                         BENCHMARK_50_50,
+                         DEFAULT_TEMPLATE,
+                         GREEDY,
+                         PAPER_SAMPLING,
+                         PYTHIA_32_32,
+                         Canary,
+                         PersonalItem,
+                         SamplingConfig,
+                         canary_exposure,
+                         discoverable_extraction,
+                         generate,
+                         make_canaries,
+                         pii_leakage,
+                         probabilistic_extraction,
+                         sampled_extraction,
+)
 from .hygiene import BlindBaselineResult, blind_baseline
 from .membership import MembershipContext, MembershipReport, MembershipResult, run_membership
 from .model import CausalLM, load_causal_lm
@@ -51,6 +65,6 @@ __all__ = [
     # hygiene and metrics
     "blind_baseline", "BlindBaselineResult", "metrics",
     # registry and errors
-    "AttackSpec", "register_attack", "get_attack", "list_attacks", "InputError", "IntegrityError",
+    "AttackSpec", "register_attack", "get_attack", "list_attacks", "AttackError", "InputError", "IntegrityError",
     "MissingAttackInput",
 ]

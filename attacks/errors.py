@@ -1,13 +1,38 @@
-"""Errors raised by the attack library.
+"""Errors raised by the attack library: a failure the caller can act on, in one line.
 
-They are the `flexaudit.errors` classes (each carries the exit code the command line maps it to), so
-`flexaudit audit` can report any of them as one clear line; `flexaudit.errors` is plain infrastructure
-with no training code behind it, which keeps the dependency direction `attacks -> (nothing from training)`.
+The library is self-contained (it imports nothing of flexaudit), so it has its own classes. Each carries the
+exit code a command line should map it to (2 bad input, 3 integrity), the same contract as flexaudit's own
+errors; `flexaudit`'s command line reports them exactly like its own.
 """
 
 from __future__ import annotations
 
-from flexaudit.errors import InputError, IntegrityError
+
+class AttackError(Exception):
+    """Base class: bad input to an attack, never a programming error."""
+
+    exit_code = 2
+
+    def __init__(self, message: str):
+        if "\n" in message:
+            raise ValueError("error messages are a single line")
+        super().__init__(message)
+
+    @property
+    def message(self) -> str:
+        return str(self.args[0])
+
+
+class InputError(AttackError):
+    """A missing, malformed or unusable input (texts, scores, a model directory, a setting)."""
+
+    exit_code = 2
+
+
+class IntegrityError(AttackError):
+    """A model directory that must not be loaded: pickle weights, non-finite or mismatched tensors."""
+
+    exit_code = 3
 
 
 class MissingAttackInput(InputError):
@@ -18,4 +43,4 @@ class MissingAttackInput(InputError):
     """
 
 
-__all__ = ["InputError", "IntegrityError", "MissingAttackInput"]
+__all__ = ["AttackError", "InputError", "IntegrityError", "MissingAttackInput"]

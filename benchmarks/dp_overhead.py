@@ -24,9 +24,9 @@ import torch
 
 CHILD = r"""
 import json, resource, statistics, sys, time, torch
-from flexaudit.anchor import PRESETS
-from flexaudit.expert import upcycle
-from flexaudit.model import FlexOlmo, causal_lm_loss
+from flexaudit.moe.anchor import PRESETS
+from flexaudit.moe.expert import upcycle
+from flexaudit.moe.model import FlexOlmo, causal_lm_loss
 from flexaudit.privacy.dpsgd import DPSettings, PerSampleEngine, private_gradient
 
 preset, seq_len, batch, steps, modes = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5].split(",")

@@ -22,13 +22,14 @@ from pathlib import Path
 
 import torch
 
-from flexaudit.anchor import load_anchor, local_dir
 from flexaudit.data import load_documents
-from flexaudit.demo import EXPERT_DOMAINS, _criteria, Row
-from flexaudit.evaluate import perplexity
-from flexaudit.expert import ExpertOptions, load_package, train_expert
-from flexaudit.merge import compose, remove_experts
-from flexaudit.router_tuning import proxy_corpus, tune_router
+from flexaudit.demo import EXPERT_DOMAINS, Row, _criteria
+from flexaudit.moe.anchor import load_anchor, local_dir
+from flexaudit.moe.evaluate import perplexity
+from flexaudit.moe.expert import ExpertOptions, compose, load_package
+from flexaudit.moe.merge import remove_experts
+from flexaudit.moe.router_tuning import proxy_corpus, tune_router
+from flexaudit.privacy.expert_training import train_expert
 
 VARIANTS = {
     # name: (changes to ExpertOptions, router negatives from public data?, router tuning after merge?)

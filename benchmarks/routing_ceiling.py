@@ -31,16 +31,15 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from method_choices import pool_table  # this folder is on sys.path when run as a script
 
-from flexaudit.anchor import load_anchor, local_dir
 from flexaudit.data import load_documents
 from flexaudit.demo import EXPERT_DOMAINS, Row
-from flexaudit.evaluate import perplexity
-from flexaudit.expert import load_package
-from flexaudit.merge import compose
-from flexaudit.router_tuning import RouterTuning, tune_router
-from flexaudit.tokenizer import encode_documents
-from method_choices import pool_table  # this folder is on sys.path when run as a script
+from flexaudit.moe.anchor import load_anchor, local_dir
+from flexaudit.moe.evaluate import perplexity
+from flexaudit.moe.expert import compose, load_package
+from flexaudit.moe.router_tuning import RouterTuning, tune_router
+from flexaudit.moe.tokenizer import encode_documents
 
 DOMAINS = ("public", *EXPERT_DOMAINS)
 

@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 
 from flexaudit.data.builtin import build_domain
-from flexaudit.tokenizer import load_tokenizer
+from flexaudit.moe.tokenizer import load_tokenizer
 from flexaudit.trace import DEFAULT_MIN_TOKENS, build_index, open_index
 from flexaudit.trace.spans import encode, maximal_spans, trace_ids
 
@@ -105,8 +105,8 @@ def latency(index, tokenizer, batches: dict[str, list[list[int]]], repeats: int)
 
 
 def tiny_anchor(root: Path) -> Path:
-    from flexaudit.anchor import train_anchor
     from flexaudit.data.builtin import write_domain
+    from flexaudit.moe.anchor import train_anchor
 
     write_domain("public", root / "public.jsonl", n_documents=300)
     train_anchor([root / "public.jsonl"], root / "anchor", preset="tiny", steps=30)

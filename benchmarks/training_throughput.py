@@ -17,9 +17,9 @@ import time
 
 import torch
 
-from flexaudit.anchor import PRESETS
-from flexaudit.expert import upcycle
-from flexaudit.model import FlexOlmo, causal_lm_loss
+from flexaudit.moe.anchor import PRESETS
+from flexaudit.moe.expert import upcycle
+from flexaudit.moe.model import FlexOlmo, causal_lm_loss
 
 
 def matmul_peak(n: int = 2048, repeats: int = 10) -> float:

@@ -24,15 +24,16 @@ import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-from flexaudit.anchor import PRESETS, load_anchor, local_dir, train_anchor
 from flexaudit.data import load_documents
 from flexaudit.data.builtin import write_domain
 from flexaudit.errors import FlexauditError, InputError
-from flexaudit.evaluate import perplexity
-from flexaudit.expert import DPOptions, ExpertOptions, load_package, train_expert
 from flexaudit.fsutil import atomic_write_json, atomic_write_text
-from flexaudit.merge import compose, merge, open_model
+from flexaudit.moe.anchor import PRESETS, load_anchor, local_dir, train_anchor
+from flexaudit.moe.evaluate import perplexity
+from flexaudit.moe.expert import ExpertOptions, compose, load_package
+from flexaudit.moe.merge import merge, open_model
 from flexaudit.pool import pool_members
+from flexaudit.privacy.expert_training import DPOptions, train_expert
 from flexaudit.progress import NULL_PROGRESS, Progress
 
 MARKER = ".flexaudit-demo"
@@ -334,10 +335,10 @@ def _owner(name: str) -> str:
 
 
 def _audit(workdir, plan, experts: dict[str, Path], anchor_dir, policy_path: Path | None, progress) -> dict:
-    from flexaudit.audit import AuditOptions, run_audit
     from flexaudit.gate.engine import run_gate
-    from flexaudit.gate.policy import load_policy
     from flexaudit.report import render_report
+    from flexaudit.report.policy import load_policy
+    from flexaudit.workflows import AuditOptions, run_audit
 
     policy = load_policy(policy_path)
     options = AuditOptions(max_documents=plan.audit_documents, extraction_documents=plan.audit_extraction,
@@ -385,7 +386,7 @@ def _policy_file(workdir: Path, plan: DemoPlan) -> Path | None:
     measure 1%); its name says so."""
     if plan.policy != "quick":
         return None
-    from flexaudit.gate.policy import default_policy_text
+    from flexaudit.report.policy import default_policy_text
 
     text = default_policy_text()
     text = text.replace('name = "flexaudit default privacy policy"', 'name = "flexaudit default policy, demo --quick sample sizes"')

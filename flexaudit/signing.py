@@ -1,11 +1,8 @@
-"""Optional ed25519 signatures (the `cryptography` package) over reports and the pool log's head.
+"""ed25519 keys and DSSE envelopes (the `cryptography` package): what report and pool signatures are made of.
 
-Format (compliance.md §4.2's binding recipe, without a transparency log): the signed payload is an
-in-toto Statement v1 whose subject is the expert package's root digest and whose predicate holds the
-report digest, id, verdict and policy digest; it is wrapped in a DSSE envelope (signature over the DSSE
-pre-authentication encoding, so the payload type is signed too). The envelope sits beside the report as
-`report.sig.json`; verification checks the signature, then that the predicate still matches the report
-on disk. A signature proves who signed only against a public key you already trust: pass it.
+An envelope signs the DSSE pre-authentication encoding of its payload, so the payload type is signed too.
+What is signed lives with its owner: a report's in-toto statement in flexaudit.report.signature, the pool's
+head in flexaudit.pool.signing. A signature proves who signed only against a public key you already trust.
 
 Keys: `flexaudit keys generate --out NAME` writes NAME.key (PKCS#8 PEM, mode 0600) and NAME.pub.
 """
@@ -19,13 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from flexaudit.errors import InputError, IntegrityError
-from flexaudit.fsutil import atomic_write_bytes, atomic_write_json
+from flexaudit.fsutil import atomic_write_bytes
 
 INTOTO_TYPE = "application/vnd.in-toto+json"
-STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
-AUDIT_PREDICATE = "https://flexaudit.dev/privacy-audit/v1"
-POOL_HEAD_TYPE = "application/vnd.flexaudit.pool-head+json"
-SIGNATURE_FILE = "report.sig.json"
 
 
 def _crypto():
@@ -138,67 +131,3 @@ def verify_envelope(envelope: Any, public_key=None, *, what: str = "signature") 
     except json.JSONDecodeError:
         raise IntegrityError(f"{what} payload is not JSON") from None
     return payload, kid, trusted
-
-
-# ---------------------------------------------------------------------------------------------- reports
-def report_statement(report: dict) -> dict:
-    from flexaudit.report.io import report_digest
-
-    expert = report["subject"]["expert"]
-    return {
-        "_type": STATEMENT_TYPE,
-        "subject": [{"name": expert["name"], "digest": {"sha256": expert["root_digest"].removeprefix("sha256:")}}],
-        "predicateType": AUDIT_PREDICATE,
-        "predicate": {"report_digest": report_digest(report), "report_id": report["document"]["id"],
-                      "schema_version": report["schema_version"], "decision": report["verdict"]["decision"],
-                      "policy_digest": report["verdict"]["policy"]["digest"],
-                      "anchor_root_digest": report["subject"]["anchor"]["root_digest"]},
-    }
-
-
-def sign_report(audit_dir: str | Path, private_key_path: str | Path) -> tuple[Path, str]:
-    """Sign AUDIT_DIR/report.json (read and validated first); writes AUDIT_DIR/report.sig.json."""
-    from flexaudit.report.io import read_report, report_path
-
-    path = report_path(audit_dir)
-    report = read_report(path)
-    key = load_private_key(private_key_path)
-    envelope = sign_payload(key, report_statement(report))
-    out = path.parent / SIGNATURE_FILE
-    atomic_write_json(out, envelope)
-    return out, key_id(key.public_key())
-
-
-def verify_report_signature(audit_dir: str | Path, public_key_path: str | Path | None = None) -> dict:
-    """Check AUDIT_DIR/report.sig.json against the report on disk; IntegrityError on any mismatch."""
-    from flexaudit.report.io import read_report, report_path
-
-    path = report_path(audit_dir)
-    sig_path = path.parent / SIGNATURE_FILE
-    if not sig_path.is_file():
-        raise IntegrityError(f"{path.parent} has no {SIGNATURE_FILE}: the report is not signed")
-    try:
-        envelope = json.loads(sig_path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        raise InputError(f"{sig_path} is not valid JSON") from None
-    public_key = load_public_key(public_key_path) if public_key_path is not None else None
-    payload, kid, trusted = verify_envelope(envelope, public_key, what=str(sig_path))
-    report = read_report(path)
-    expected = report_statement(report)
-    if payload != expected:
-        raise IntegrityError(f"{sig_path} was made for another report (digest {payload.get('predicate', {}).get('report_digest', '?')[:19]}...); "
-                             "report.json changed after it was signed")
-    return {"key_id": kid, "trusted": trusted, "report_digest": expected["predicate"]["report_digest"],
-            "path": str(sig_path)}
-
-
-def signature_status(audit_dir: str | Path) -> dict | None:
-    """For the rendered report: is there a signature, and does it match this report (signer not trusted)?"""
-    sig_path = Path(audit_dir) / SIGNATURE_FILE
-    if not sig_path.is_file():
-        return None
-    try:
-        info = verify_report_signature(audit_dir)
-        return {"present": True, "valid": True, "key_id": info["key_id"], "detail": "matches this report"}
-    except (IntegrityError, InputError) as exc:
-        return {"present": True, "valid": False, "key_id": None, "detail": exc.message}

@@ -65,7 +65,7 @@ def corpus_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_anchor(tmp_path_factory, corpus_dir) -> Path:
-    from flexaudit.anchor import train_anchor
+    from flexaudit.moe.anchor import train_anchor
 
     out = tmp_path_factory.mktemp("anchor") / "anchor"
     train_anchor([corpus_dir / "public.jsonl"], out, preset="tiny", steps=30)
@@ -73,7 +73,8 @@ def tiny_anchor(tmp_path_factory, corpus_dir) -> Path:
 
 
 def _train(tmp_path_factory, anchor: Path, data: Path, name: str) -> Path:
-    from flexaudit.expert import ExpertOptions, train_expert
+    from flexaudit.moe.expert import ExpertOptions
+    from flexaudit.privacy.expert_training import train_expert
 
     out = tmp_path_factory.mktemp(f"expert-{name}") / name
     train_expert(anchor_dir=anchor, data=data, name=name, out=out,

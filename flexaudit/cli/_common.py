@@ -68,19 +68,28 @@ class RichProgress:
         self._progress.console.print(message, markup=False)
 
 
+def _user_error(exc: BaseException) -> bool:
+    """flexaudit's own errors, and the attack library's (which imports nothing of flexaudit, so has its own
+    classes with the same one-line message and exit code); attacks is looked up only if it was imported."""
+    attack_errors = sys.modules.get("attacks.errors")
+    return isinstance(exc, FlexauditError) or (attack_errors is not None and isinstance(exc, attack_errors.AttackError))
+
+
 def guarded(fn: Callable[[], T]) -> T:
-    """Run a library call; turn a FlexauditError into its one line on stderr and its exit code."""
+    """Run a library call; turn a FlexauditError (or an attack's error) into its one line on stderr and its
+    exit code."""
     try:
         return fn()
-    except FlexauditError as exc:
-        err.print(f"error: {exc.message}", markup=False)
-        raise typer.Exit(exc.exit_code) from None
     except KeyboardInterrupt:
         err.print("interrupted: nothing already stored was changed; resume where the command supports --resume")
         raise typer.Exit(130) from None
     except (typer.Exit, typer.Abort):
         raise
-    except Exception as exc:  # a bug, not bad input: still one line, fail closed
+    except Exception as exc:
+        if _user_error(exc):
+            err.print(f"error: {exc.message}", markup=False)
+            raise typer.Exit(exc.exit_code) from None
+        # a bug, not bad input: still one line, fail closed
         if os.environ.get("FLEXAUDIT_DEBUG"):
             traceback.print_exc()
         first = str(exc).splitlines()[0] if str(exc) else ""

@@ -63,8 +63,8 @@ def audit_cmd(
     force: Annotated[bool, typer.Option(help="Replace an existing report in --out.")] = False,
 ) -> None:
     """Run membership inference and extraction attacks on anchor + expert and on the anchor alone."""
-    from flexaudit.audit import AuditOptions, run_audit
     from flexaudit.errors import InputError
+    from flexaudit.workflows import AuditOptions, run_audit
 
     def run():
         if (out_dir / "report.json").exists() and not force:

@@ -55,7 +55,7 @@ def report_sign_cmd(
     key: Annotated[Path, typer.Option(help="ed25519 private key (flexaudit keys generate).")],
 ) -> None:
     """Sign report.json (in-toto statement in a DSSE envelope): writes report.sig.json beside it."""
-    from flexaudit.signing import sign_report
+    from flexaudit.report.signature import sign_report
 
     path, kid = guarded(lambda: sign_report(audit_dir, key))
     _say(f"signed by {kid}: {path}")
@@ -68,9 +68,10 @@ def report_verify_cmd(
 ) -> None:
     """Validate report.json, check its signature and (with --package) that the package is the audited one."""
     from flexaudit.errors import IntegrityError
-    from flexaudit.gate.engine import check_package, expert_of
+    from flexaudit.gate.engine import check_package
     from flexaudit.report.io import read_report, report_digest
-    from flexaudit.signing import verify_report_signature
+    from flexaudit.report.signature import verify_report_signature
+    from flexaudit.report.verdict import expert_of
 
     def run():
         report = read_report(audit_dir)
@@ -140,7 +141,7 @@ def policy_init(
 ) -> None:
     """Write the default privacy policy (commented) to edit."""
     from flexaudit.errors import InputError
-    from flexaudit.gate.policy import default_policy_text
+    from flexaudit.report.policy import default_policy_text
 
     def run():
         if out_path.exists() and not force:
@@ -155,7 +156,7 @@ def policy_init(
 def policy_check(path: Annotated[Path, typer.Argument(help="Policy TOML to validate.")],
                  as_json: Annotated[bool, typer.Option("--json", help="Print the parsed policy as JSON.")] = False) -> None:
     """Validate a policy file; prints its digest and controls (exit 2 with one line if malformed)."""
-    from flexaudit.gate.policy import load_policy
+    from flexaudit.report.policy import load_policy
 
     p = guarded(lambda: load_policy(path))
     if as_json:

@@ -49,7 +49,7 @@ def anchor_train(
     force: Annotated[bool, typer.Option(help="Replace an existing anchor directory.")] = False,
 ) -> None:
     """Train a small OLMo-2-style public model and its byte-level BPE tokenizer from scratch."""
-    from flexaudit.anchor import train_anchor
+    from flexaudit.moe.anchor import train_anchor
 
     with RichProgress() as progress:
         result = guarded(lambda: train_anchor(
@@ -71,7 +71,7 @@ def anchor_import(
     force: Annotated[bool, typer.Option(help="Replace an existing anchor directory.")] = False,
 ) -> None:
     """Store a local checkpoint as a 1-expert FlexOlmo anchor with its root digest."""
-    from flexaudit.anchor import import_anchor
+    from flexaudit.moe.anchor import import_anchor
 
     result = guarded(lambda: import_anchor(hf_dir, out_dir, public_data=public_data, router_init=router_init.value, overwrite=force))
     out.print(f"anchor: {result['out']}  ({result['parameters']:,} parameters)")
@@ -112,7 +112,8 @@ def expert_train(
 ) -> None:
     """Train an expert against the frozen anchor; write the shareable package and keep the rest local."""
     from flexaudit.errors import InputError
-    from flexaudit.expert import DPOptions, ExpertOptions, train_expert
+    from flexaudit.moe.expert import ExpertOptions
+    from flexaudit.privacy.expert_training import DPOptions, train_expert
 
     def run():
         if not dp and (target_epsilon is not None or noise_multiplier is not None):
@@ -159,7 +160,7 @@ def merge_cmd(
     """Merge expert packages (or a pool's admitted experts) into one Hugging Face FlexOlmo checkpoint,
     without retraining the experts."""
     from flexaudit.errors import InputError
-    from flexaudit.merge import merge
+    from flexaudit.moe.merge import merge
 
     def run():
         packages = list(experts or [])
@@ -191,9 +192,9 @@ def eval_cmd(
     """Per-domain perplexity on held-out data."""
     from flexaudit.data import load_documents
     from flexaudit.errors import InputError
-    from flexaudit.evaluate import perplexity
-    from flexaudit.merge import open_model
-    from flexaudit.tokenizer import load_tokenizer
+    from flexaudit.moe.evaluate import perplexity
+    from flexaudit.moe.merge import open_model
+    from flexaudit.moe.tokenizer import load_tokenizer
 
     def run():
         domains = {}
@@ -232,7 +233,7 @@ def generate_cmd(
     seed: Annotated[int, typer.Option(help="Seed for sampling.")] = 0,
 ) -> None:
     """Continue a prompt with the model (through transformers, with a KV cache)."""
-    from flexaudit.generation import generate
+    from flexaudit.moe.generation import generate
 
     text = guarded(lambda: generate(model_dir, prompt, exclude=exclude, anchor_dir=anchor,
                                     max_new_tokens=max_new_tokens, sample=sample, seed=seed))

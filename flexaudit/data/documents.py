@@ -28,19 +28,15 @@ class Document:
         return text_sha256(self.text)
 
 
-def load_documents(
+def read_documents(
     path: str | os.PathLike,
     *,
     text_field: str = "text",
     id_field: str = "id",
     subject_field: str | None = None,
 ) -> list[Document]:
-    """Read every document under `path` (or `builtin:NAME`, a built-in domain). Raises InputError with one
-    actionable line on bad input."""
-    if str(path).startswith("builtin:"):
-        from flexaudit.data.builtin import build_domain
-
-        return [r.document() for r in build_domain(str(path).removeprefix("builtin:"))]
+    """Read every document under `path` (files only; flexaudit.data.load_documents also takes a built-in
+    domain). Raises InputError with one actionable line on bad input."""
     path = Path(path)
     if not path.exists():
         raise InputError(f"data not found: {path} (give a {SUPPORTED})")

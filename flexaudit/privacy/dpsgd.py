@@ -36,11 +36,17 @@ import torch
 import torch.nn.functional as F
 
 from flexaudit.errors import InputError
-from flexaudit.model import FlexOlmo, RouterBias, causal_lm_loss, pad_right
-from flexaudit.progress import NULL_PROGRESS, Progress
-from flexaudit.training import (
-    Checkpoints, PackedStream, TrainResult, TrainSettings, _fault_point, _optimizer_tensors, restore_or_reset,
+from flexaudit.moe.model import FlexOlmo, RouterBias, causal_lm_loss, pad_right
+from flexaudit.moe.training import (
+    Checkpoints,
+    PackedStream,
+    TrainResult,
+    TrainSettings,
+    _fault_point,
+    _optimizer_tensors,
+    restore_or_reset,
 )
+from flexaudit.progress import NULL_PROGRESS, Progress
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,7 @@
 The audit command calls one function:
 
     report = build_report(
-        package_dir,                               # or an ExpertPackage from flexaudit.expert.load_package
+        package_dir,                               # or an ExpertPackage from flexaudit.moe.expert.load_package
         anchor_digest=anchor.root_digest,
         membership={"target": target_report, "anchor": anchor_report},   # attacks.MembershipReport or .as_dict()
         extraction={"target": [disc_t, sampled_t, prob_t, canary_t, pii_t],  # results or .as_dict(), any order
@@ -307,7 +307,7 @@ def _subject(package, anchor_digest: str, package_path: str | None) -> dict:
         "format_check": {"passed": not disallowed, "allowed": list(allowed), "files": sorted(digests),
                          "disallowed": disallowed,
                          "method": "pickle-format files refused, safetensors headers parsed and every tensor checked "
-                                   "finite, files equal to the manifest's list (flexaudit.expert.load_package)"},
+                                   "finite, files equal to the manifest's list (flexaudit.moe.expert.load_package)"},
     }
 
 
@@ -444,9 +444,9 @@ def build_report(
         IntegrityError: the package fails verification or names another anchor.
         InputError: malformed results, or a DP block without epsilon, delta, unit and accountant.
     """
-    from flexaudit.expert import ExpertPackage, load_package
-    from flexaudit.gate.engine import evaluation_block
-    from flexaudit.gate.policy import Policy, load_policy
+    from flexaudit.moe.expert import ExpertPackage, load_package
+    from flexaudit.report.policy import Policy, load_policy
+    from flexaudit.report.verdict import evaluation_block
 
     if not isinstance(package, ExpertPackage):
         package = load_package(Path(package))

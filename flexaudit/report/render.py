@@ -305,7 +305,7 @@ def render_report(audit_dir: str | Path, formats: str | Iterable[str] = ("html",
     figures/*.svg; returns {format: path}. The report is validated (and migrated) first."""
     from flexaudit.fsutil import atomic_write_text
     from flexaudit.report.io import read_report, report_path
-    from flexaudit.signing import signature_status
+    from flexaudit.report.signature import signature_status
 
     formats = parse_formats(formats)
     path = report_path(audit_dir)

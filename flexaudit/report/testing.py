@@ -4,7 +4,7 @@
     report = fake_report(pkg, leaky=True)                      # a valid report.json dict
     write_report(tmp / "audit", report)
 
-The package is a real expert package on disk (tiny random tensors, written by flexaudit.expert's own
+The package is a real expert package on disk (tiny random tensors, written by flexaudit.moe.expert's own
 writer) so digests, the gate's integrity check and the pool work on it. The attack results are made
 with the attack library's own result classes and metric functions from synthetic scores, so their
 shapes are exactly what real audits produce; only the numbers are invented. `leaky=True` shifts the
@@ -38,10 +38,10 @@ def dp_block(*, epsilon: float = 4.0, delta: float = 1e-5, unit: str = "document
 
 def make_package(directory: str | Path, *, name: str = "clinical", anchor_digest: str = FAKE_ANCHOR,
                  privacy: dict | None = None, seed: int = 0, layers: int = 2, hidden: int = 8) -> Path:
-    """Write a small but real expert package (flexaudit.expert.write_package) and return its directory."""
+    """Write a small but real expert package (flexaudit.moe.expert.write_package) and return its directory."""
     import torch
 
-    from flexaudit.expert import NO_GUARANTEE, PACKAGE_FORMAT, write_package
+    from flexaudit.moe.expert import NO_GUARANTEE, PACKAGE_FORMAT, write_package
 
     g = torch.Generator().manual_seed(seed)
     inter = 2 * hidden

@@ -7,7 +7,8 @@ and in which documents (ids, or keyed hashes only); for a mixture-of-experts mod
 attributed to the experts the router chose, so a span can be tied to an expert.
 
     index.py    building and opening the owner's index (infini-gram files, manifest, tokenizer fingerprint)
-    spans.py    maximal spans, the result dataclasses, trace_texts (used by the audit)
+    spans.py    maximal spans, the result dataclasses, trace_texts
+    evidence.py the audit's evidence: what the discoverable attack extracted, traced to documents
     routing.py  per-token expert routing and its per-span summary
     outputs.py  trace_output: generate (optionally), tokenise, trace, attribute to experts
 

@@ -36,14 +36,14 @@ from pathlib import Path
 import numpy as np
 
 from flexaudit import __version__
-from flexaudit.checkpoint import read_json
 from flexaudit.data import load_documents
 from flexaudit.data.split import dataset_fingerprint, keyed_hash, owner_key
 from flexaudit.digest import file_digests, text_sha256
 from flexaudit.errors import InputError, IntegrityError
 from flexaudit.fsutil import atomic_write_json, atomic_write_text, canonical_json, staged_directory
+from flexaudit.moe.checkpoint import read_json
+from flexaudit.moe.tokenizer import load_tokenizer
 from flexaudit.progress import NULL_PROGRESS, Progress
-from flexaudit.tokenizer import load_tokenizer
 
 INDEX_FORMAT = "flexaudit-trace-index/1"
 INDEX_FILE = "index.json"
@@ -221,7 +221,7 @@ def _is_flexaudit_json(path: Path) -> bool:
 def _anchor_tokenizer(anchor_dir: Path):
     """The anchor's verified root digest and its tokenizer. The weights are not loaded: indexing needs only
     the tokenizer, and the digest check covers the tokenizer files."""
-    from flexaudit.anchor import verify_anchor
+    from flexaudit.moe.anchor import verify_anchor
 
     return verify_anchor(anchor_dir)["root_digest"], load_tokenizer(anchor_dir)
 

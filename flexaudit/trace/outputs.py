@@ -6,7 +6,14 @@ import os
 from pathlib import Path
 
 from flexaudit.errors import InputError
-from flexaudit.trace.spans import DEFAULT_MAX_DOCUMENTS, DEFAULT_MIN_TOKENS, TraceResult, check_limits, encode, trace_ids
+from flexaudit.trace.spans import (
+    DEFAULT_MAX_DOCUMENTS,
+    DEFAULT_MIN_TOKENS,
+    TraceResult,
+    check_limits,
+    encode,
+    trace_ids,
+)
 
 
 def trace_output(
@@ -32,8 +39,8 @@ def trace_output(
     routing weight each expert received. Indexed documents' own text only with reveal. With a prompt, the
     prompt and continuation are traced as one text, so a span may start in the prompt, but only spans that
     reach into the generated tokens are kept."""
-    from flexaudit.merge import open_model
-    from flexaudit.tokenizer import load_tokenizer
+    from flexaudit.moe.merge import open_model
+    from flexaudit.moe.tokenizer import load_tokenizer
     from flexaudit.trace.index import TraceIndex, open_index
     from flexaudit.trace.routing import route_tokens
 
@@ -51,7 +58,7 @@ def trace_output(
 
     prompt_chars = 0
     if prompt is not None:
-        from flexaudit.generation import generate
+        from flexaudit.moe.generation import generate
 
         text = generate(Path(model_dir), prompt, exclude=list(exclude), anchor_dir=Path(anchor_dir) if anchor_dir else None,
                         max_new_tokens=max_new_tokens, sample=sample, seed=seed)

@@ -10,7 +10,7 @@ import xml.etree.ElementTree as ET
 import pytest
 
 from flexaudit.gate import Finding, evaluate, load_policy, parse_policy, run_gate, to_github, to_junit, to_sarif
-from flexaudit.gate.policy import default_policy_text
+from flexaudit.report.policy import default_policy_text
 
 from ..conftest import invoke, one_error_line
 
@@ -283,7 +283,7 @@ def test_the_example_policy_is_the_shipped_default():
     """examples/privacy-policy.toml is what users copy and edit: it must be the policy the gate applies by default."""
     from pathlib import Path
 
-    from flexaudit.gate.policy import default_policy_text
+    from flexaudit.report.policy import default_policy_text
 
     example = Path(__file__).resolve().parents[2] / "examples" / "privacy-policy.toml"
     assert example.read_text(encoding="utf-8") == default_policy_text()

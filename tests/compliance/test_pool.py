@@ -202,7 +202,7 @@ def test_pool_cli(tmp_path, make_audit):
 
 def test_merge_builds_from_admitted_experts_only(tmp_path, tiny_anchor, clinical_expert, finance_expert, clean_results):
     """Real tiny experts: admit both, revoke one, the merged model holds only the other."""
-    from flexaudit.anchor import load_anchor
+    from flexaudit.moe.anchor import load_anchor
     from flexaudit.report import write_report
     from flexaudit.report.testing import fake_report
 

@@ -9,9 +9,9 @@ import pytest
 from safetensors.torch import load_file, save_file
 from typer.testing import CliRunner
 
-from flexaudit.audit import AuditOptions, run_audit
 from flexaudit.cli import app
 from flexaudit.report import read_report
+from flexaudit.workflows import AuditOptions, run_audit
 
 runner = CliRunner()
 SMALL = AuditOptions(max_documents=24, extraction_documents=6, samples_per_prefix=2, pii_prompts=6)
@@ -84,7 +84,7 @@ def test_report_renders(audited, tmp_path):
 def test_opt_out_verification_puts_the_leakage_back_at_the_anchor(audited, tiny_anchor, clinical_expert, tmp_path):
     """Auditing the merged pool with the expert switched off attacks exactly the anchor's model: every
     membership score equals the anchor's, while the pool with the expert in does not."""
-    from flexaudit.merge import merge
+    from flexaudit.moe.merge import merge
 
     pool = merge(tiny_anchor, [clinical_expert], tmp_path / "pool").directory
     out_off = tmp_path / "off"

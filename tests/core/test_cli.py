@@ -81,7 +81,7 @@ def test_usage_errors(tiny_anchor, tmp_path):
 
 
 def _olmo2_checkpoint(path, tokenizer_dir):
-    from flexaudit.tokenizer import load_tokenizer
+    from flexaudit.moe.tokenizer import load_tokenizer
 
     tok = load_tokenizer(tokenizer_dir)
     cfg = Olmo2Config(vocab_size=len(tok), hidden_size=64, intermediate_size=96, num_hidden_layers=2,
@@ -97,7 +97,7 @@ def test_anchor_import_from_dense_olmo2(tiny_anchor, tmp_path, corpus_dir):
     _olmo2_checkpoint(src, tiny_anchor)
     result = invoke("anchor", "import", src, "--out", tmp_path / "anchor", "--public-data", corpus_dir / "public.jsonl")
     assert result.exit_code == 0, result.output
-    from flexaudit.anchor import load_anchor
+    from flexaudit.moe.anchor import load_anchor
 
     anchor = load_anchor(tmp_path / "anchor")
     assert anchor.info["provenance"]["from_model_type"] == "olmo2"

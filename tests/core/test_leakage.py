@@ -13,8 +13,9 @@ import json
 
 import pytest
 
-from flexaudit.audit import AuditOptions, run_audit
-from flexaudit.expert import DPOptions, ExpertOptions, train_expert
+from flexaudit.moe.expert import ExpertOptions
+from flexaudit.privacy.expert_training import DPOptions, train_expert
+from flexaudit.workflows import AuditOptions, run_audit
 
 pytestmark = pytest.mark.slow
 
@@ -24,8 +25,8 @@ def anchor(tmp_path_factory):
     """A tiny anchor with a 4x wider FFN, trained longer than the tests' usual one: an FFN-only expert
     memorises only what the frozen attention lets it tell apart, and the default tiny anchor (150 steps,
     74k expert parameters) cannot overfit even 100 records (measured: LOSS AUC 0.56-0.75)."""
-    from flexaudit import anchor as anchors
     from flexaudit.data.builtin import write_domain
+    from flexaudit.moe import anchor as anchors
 
     root = tmp_path_factory.mktemp("leak-anchor")
     write_domain("public", root / "public.jsonl", n_documents=600)

@@ -6,9 +6,9 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, Olmo2Config, Olmo2ForCausalLM
 
-from flexaudit.checkpoint import load_flexolmo, write_hf_checkpoint
-from flexaudit.merge import remove_experts
-from flexaudit.model import FlexOlmo, ModelConfig
+from flexaudit.moe.checkpoint import load_flexolmo, write_hf_checkpoint
+from flexaudit.moe.merge import remove_experts
+from flexaudit.moe.model import FlexOlmo, ModelConfig
 
 
 def _pool(num_experts: int = 4, top_k: int = 2, **kw) -> FlexOlmo:

@@ -10,11 +10,11 @@ import torch
 from safetensors.torch import load_file, save_file
 from transformers import AutoModelForCausalLM
 
-from flexaudit.anchor import load_anchor
-from flexaudit.checkpoint import load_flexolmo
 from flexaudit.errors import InputError, IntegrityError
-from flexaudit.expert import load_package
-from flexaudit.merge import merge, open_model
+from flexaudit.moe.anchor import load_anchor
+from flexaudit.moe.checkpoint import load_flexolmo
+from flexaudit.moe.expert import load_package
+from flexaudit.moe.merge import merge, open_model
 
 
 def _copy(src, tmp_path, name="pkg"):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from safetensors.torch import load_file
 
-from flexaudit.training import PackedStream, TrainSettings
+from flexaudit.moe.training import PackedStream, TrainSettings
 
 from ..conftest import run_script
 
@@ -13,7 +13,8 @@ RUN = """
 import sys, torch
 from pathlib import Path
 torch.set_num_threads(1)
-from flexaudit.expert import ExpertOptions, train_expert
+from flexaudit.moe.expert import ExpertOptions
+from flexaudit.privacy.expert_training import train_expert
 train_expert(anchor_dir=Path(sys.argv[1]), data=Path(sys.argv[2]), name="clinical", out=Path(sys.argv[3]),
              options=ExpertOptions(steps=9, batch_size=4, checkpoint_every=3), resume="--resume" in sys.argv)
 """
@@ -63,7 +64,8 @@ def test_killed_runs_resume_to_identical_weights(tmp_path, tiny_anchor, corpus_d
 
 def test_resume_refuses_other_settings(tmp_path, tiny_anchor, corpus_dir):
     from flexaudit.errors import InputError
-    from flexaudit.expert import ExpertOptions, train_expert
+    from flexaudit.moe.expert import ExpertOptions
+    from flexaudit.privacy.expert_training import train_expert
 
     out = tmp_path / "e"
     killed = _run(tmp_path, tiny_anchor, corpus_dir / "clinical.jsonl", out, fault="step:4")

@@ -10,10 +10,11 @@ import torch
 from safetensors.torch import load_file
 
 from flexaudit.errors import InputError, PolicyViolation
-from flexaudit.expert import DPOptions, ExpertOptions, train_expert, upcycle
-from flexaudit.model import FlexOlmo, ModelConfig
+from flexaudit.moe.expert import ExpertOptions, upcycle
+from flexaudit.moe.model import FlexOlmo, ModelConfig
 from flexaudit.privacy import Ledger
 from flexaudit.privacy.dpsgd import PerSampleEngine, _PerUnitClipper, _row_losses, unit_windows
+from flexaudit.privacy.expert_training import DPOptions, train_expert
 
 from ..conftest import run_script
 
@@ -47,7 +48,7 @@ def test_per_unit_clipped_sum_matches_autograd(engine, bias, clip, width, seq_le
 
     expected = [torch.zeros_like(p) for p in params]
     for rows, n in zip(rows_per_unit, tokens):
-        from flexaudit.model import pad_right
+        from flexaudit.moe.model import pad_right
 
         ids, mask = pad_right(rows, 0)
         grads = torch.autograd.grad(_row_losses(model, ids, mask, torch.full((len(rows),), 1.0 / n)), params)
@@ -63,7 +64,7 @@ def test_per_unit_clipped_sum_matches_autograd(engine, bias, clip, width, seq_le
             rows.append(r)
             row_unit.append(u)
             weights.append(1.0 / tokens[u])
-    from flexaudit.model import pad_right
+    from flexaudit.moe.model import pad_right
 
     ids, mask = pad_right(rows, 0)
     _row_losses(per_sample, ids, mask, torch.tensor(weights)).backward()
@@ -81,7 +82,8 @@ RUN = """
 import sys, torch
 from pathlib import Path
 torch.set_num_threads(1)
-from flexaudit.expert import DPOptions, ExpertOptions, train_expert
+from flexaudit.moe.expert import ExpertOptions
+from flexaudit.privacy.expert_training import DPOptions, train_expert
 train_expert(anchor_dir=Path(sys.argv[1]), data=Path(sys.argv[2]), name="finance", out=Path(sys.argv[3]),
              options=ExpertOptions(steps=8, batch_size=12, checkpoint_every=3,
                                    dp=DPOptions(target_epsilon=6.0, unit="subject", physical_batch_size=8)),

@@ -51,7 +51,7 @@ def records(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def overfit_anchor(tmp_path_factory, records) -> Path:
-    from flexaudit.anchor import train_anchor
+    from flexaudit.moe.anchor import train_anchor
 
     out = tmp_path_factory.mktemp("overfit") / "anchor"
     train_anchor([records], out, preset="tiny", steps=200)
@@ -61,7 +61,7 @@ def overfit_anchor(tmp_path_factory, records) -> Path:
 @pytest.fixture(scope="session")
 def overfit_members(overfit_anchor) -> list[str]:
     """Ids of the records the overfit model trained on (train_anchor holds a few out)."""
-    from flexaudit.anchor import local_dir
+    from flexaudit.moe.anchor import local_dir
 
     held = {json.loads(line)["id"] for line in (local_dir(overfit_anchor) / "holdout.jsonl").read_text().splitlines() if line}
     return [i for i, _ in RECORDS if i not in held]
@@ -79,7 +79,7 @@ def records_index(tmp_path_factory, records, overfit_anchor) -> Path:
 
 @pytest.fixture(scope="session")
 def pool(tmp_path_factory, tiny_anchor, clinical_expert, finance_expert) -> Path:
-    from flexaudit.merge import merge
+    from flexaudit.moe.merge import merge
 
     out = tmp_path_factory.mktemp("pool") / "pool"
     merge(tiny_anchor, [clinical_expert, finance_expert], out)

@@ -14,7 +14,7 @@ import pytest
 from flexaudit.data.split import keyed_hash, owner_key
 from flexaudit.digest import text_sha256
 from flexaudit.errors import InputError, IntegrityError
-from flexaudit.tokenizer import load_tokenizer
+from flexaudit.moe.tokenizer import load_tokenizer
 from flexaudit.trace import build_index, open_index, trace_texts
 from flexaudit.trace.index import DOCUMENTS_FILE, INDEX_FILE, README_FILE
 

@@ -10,14 +10,13 @@ import numpy as np
 import pytest
 
 from flexaudit.errors import IntegrityError
-from flexaudit.merge import open_model
-from flexaudit.tokenizer import load_tokenizer
+from flexaudit.moe.merge import open_model
+from flexaudit.moe.tokenizer import load_tokenizer
 from flexaudit.trace import DEFAULT_MIN_TOKENS, open_index, trace_output, trace_texts
 from flexaudit.trace.routing import route_tokens
 from flexaudit.trace.spans import encode, maximal_spans
 
 from ..conftest import invoke, one_error_line
-
 
 # --- spans ------------------------------------------------------------------------------------------------
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 
-from flexaudit.gate.rules import RULES
+from flexaudit.report.rules import RULES
 
 
 def to_junit(result) -> str:

@@ -8,9 +8,9 @@ unchanged, and resolved findings appear with state "absent" and level "none".
 from __future__ import annotations
 
 from flexaudit import __version__
-from flexaudit.gate.findings import SECURITY_SEVERITY
 from flexaudit.gate.formatters._paths import relative_uri
-from flexaudit.gate.rules import RULES
+from flexaudit.report.findings import SECURITY_SEVERITY
+from flexaudit.report.rules import RULES
 
 SCHEMA_VER = "2.1.0"
 SCHEMA_URI = "https://json.schemastore.org/sarif-2.1.0.json"

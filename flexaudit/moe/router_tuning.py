@@ -19,12 +19,11 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
-from flexaudit.anchor import Anchor
-from flexaudit.expert import ExpertPackage
-from flexaudit.merge import compose
-from flexaudit.model import FlexOlmo, causal_lm_loss
+from flexaudit.moe.anchor import Anchor
+from flexaudit.moe.expert import ExpertPackage, compose
+from flexaudit.moe.model import FlexOlmo, causal_lm_loss
+from flexaudit.moe.training import PackedStream
 from flexaudit.progress import NULL_PROGRESS, Progress
-from flexaudit.training import PackedStream
 
 
 @dataclass(frozen=True)
@@ -68,7 +67,7 @@ def proxy_corpus(
     progress: Progress = NULL_PROGRESS,
 ) -> list[list[list[int]]]:
     """Token sequences per source: public text first (if any), then samples from each expert alone."""
-    from flexaudit.tokenizer import encode_documents
+    from flexaudit.moe.tokenizer import encode_documents
 
     sources = [encode_documents(anchor.tokenizer, public_texts)] if public_texts else []
     task = progress.task("router proxies", total=len(packages))

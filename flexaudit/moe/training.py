@@ -18,6 +18,7 @@ import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
 import numpy as np
 import torch
 from safetensors import safe_open
@@ -25,7 +26,7 @@ from safetensors.torch import save_file
 
 from flexaudit.errors import InputError
 from flexaudit.fsutil import atomic_write_json, atomic_write_text, staged_directory
-from flexaudit.model import FlexOlmo, causal_lm_loss, token_nll
+from flexaudit.moe.model import FlexOlmo, causal_lm_loss, token_nll
 from flexaudit.progress import NULL_PROGRESS, Progress
 
 

@@ -11,13 +11,8 @@ POOL/experts/<hex>/ (a verified copy of each admitted package, content-addressed
 pool never depends on the owner's copy staying unchanged), POOL/audits/<hex>/ (the report and gate
 result each admission was decided on).
 
-The log: each entry is a JSON object (seq, time, event, actor, expert, digests, decision, reason) and
-    hash_n = SHA-256(hash_{n-1} + "\\n" + canonical JSON of entry n),   hash_0 = "sha256:" + 64 zeros,
-with canonical JSON = sorted keys, no whitespace, UTF-8. `verify_pool` recomputes the chain and reports
-the first broken entry; an edited entry breaks its hash, a deleted one leaves a gap in seq (or breaks
-the next entry's link), reordered ones carry the wrong seq. The chain head (seq, hash) is also kept in
-the meta table, which catches a truncated tail, and can be signed (ed25519) so that even an attacker who
-rewrites the whole database cannot forge a head the owner of the key signed.
+The log (flexaudit.pool.log) records every admission, refusal, revocation and opt-out in a hash chain whose
+head can be signed (flexaudit.pool.signing); `verify_pool` recomputes it and cross-checks the registry.
 
 Concurrency: every write is one `BEGIN IMMEDIATE` transaction (writers serialised, busy timeout), so
 two concurrent admissions both land, in some order, on one unbroken chain. SQLite triggers make the log
@@ -30,117 +25,42 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import hashlib
-import json
 import shutil
-import sqlite3
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 from flexaudit.errors import InputError, IntegrityError, PolicyViolation
 from flexaudit.fsutil import atomic_write_bytes, atomic_write_json, staged_directory
+from flexaudit.pool.db import APPLICATION_ID, DB_FILE, SCHEMA, connect, read_meta, utc_now, write_transaction
+from flexaudit.pool.log import append, check_chain
+from flexaudit.pool.signing import sign_head, verify_head_signature
 
-DB_FILE = "pool.db"
 POLICY_FILE = "policy.toml"
 REGISTRY_FORMAT = "flexaudit-pool-registry/1"
-GENESIS = "sha256:" + "0" * 64
-EVENTS = ("init", "admit", "reject", "revoke", "opt_out", "sign_head")
-_APPLICATION_ID = 0x464C5850  # "FLXP"
-
-_SCHEMA = """
-CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE members (
-    id INTEGER PRIMARY KEY,
-    name TEXT NOT NULL,
-    root_digest TEXT NOT NULL,
-    package_dir TEXT NOT NULL,
-    report_digest TEXT NOT NULL,
-    report_id TEXT NOT NULL,
-    policy_digest TEXT NOT NULL,
-    decision TEXT NOT NULL,
-    admitted_at TEXT NOT NULL,
-    admitted_by TEXT,
-    admit_seq INTEGER NOT NULL,
-    status TEXT NOT NULL CHECK (status IN ('admitted', 'revoked', 'opted_out')),
-    removed_at TEXT, removed_by TEXT, removal_reason TEXT, removal_seq INTEGER
-);
-CREATE UNIQUE INDEX one_admitted_name ON members(name) WHERE status = 'admitted';
-CREATE UNIQUE INDEX one_admitted_digest ON members(root_digest) WHERE status = 'admitted';
-CREATE TABLE log (seq INTEGER PRIMARY KEY, entry TEXT NOT NULL, prev_hash TEXT NOT NULL, hash TEXT NOT NULL);
-CREATE TRIGGER log_append_only_update BEFORE UPDATE ON log BEGIN SELECT RAISE(ABORT, 'the pool log is append-only'); END;
-CREATE TRIGGER log_append_only_delete BEFORE DELETE ON log BEGIN SELECT RAISE(ABORT, 'the pool log is append-only'); END;
-CREATE TABLE head_signatures (id INTEGER PRIMARY KEY, seq INTEGER NOT NULL, hash TEXT NOT NULL,
-                              key_id TEXT NOT NULL, envelope TEXT NOT NULL, created_at TEXT NOT NULL);
-"""
 
 
-def _now(now: dt.datetime | None = None) -> str:
-    return (now or dt.datetime.now(dt.timezone.utc)).astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def canonical(entry: dict) -> bytes:
-    return json.dumps(entry, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
 
-def chain_hash(prev_hash: str, entry: dict) -> str:
-    return "sha256:" + hashlib.sha256(prev_hash.encode("ascii") + b"\n" + canonical(entry)).hexdigest()
+
 
 
 # ---------------------------------------------------------------------------------------------- database
-@contextlib.contextmanager
-def _connect(pool_dir: Path, *, create: bool = False) -> Iterator[sqlite3.Connection]:
-    db = pool_dir / DB_FILE
-    if not create and not db.is_file():
-        raise InputError(f"{pool_dir} is not a pool (no {DB_FILE}): create one with `flexaudit pool init {pool_dir}`")
-    conn = sqlite3.connect(db, timeout=60.0, isolation_level=None)
-    try:
-        conn.row_factory = sqlite3.Row
-        conn.execute("PRAGMA busy_timeout = 60000")
-        if not create:
-            if conn.execute("PRAGMA application_id").fetchone()[0] != _APPLICATION_ID:
-                raise InputError(f"{db} is not a flexaudit pool database")
-        yield conn
-    except sqlite3.DatabaseError as exc:
-        raise InputError(f"pool database {db} cannot be used ({exc}): restore it from a backup") from None
-    finally:
-        conn.close()
 
 
-@contextlib.contextmanager
-def _write(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        yield conn
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    conn.execute("COMMIT")
 
 
-def _meta(conn: sqlite3.Connection) -> dict[str, str]:
-    return {r["key"]: r["value"] for r in conn.execute("SELECT key, value FROM meta")}
 
 
-def _append(conn: sqlite3.Connection, event: str, now: str, **fields) -> dict:
-    """Append one log entry (inside the caller's write transaction) and move the head."""
-    assert event in EVENTS
-    row = conn.execute("SELECT seq, hash FROM log ORDER BY seq DESC LIMIT 1").fetchone()
-    seq, prev = (row["seq"] + 1, row["hash"]) if row else (1, GENESIS)
-    entry = {"seq": seq, "time": now, "event": event, "pool_id": _meta(conn)["pool_id"], **fields}
-    h = chain_hash(prev, entry)
-    conn.execute("INSERT INTO log (seq, entry, prev_hash, hash) VALUES (?, ?, ?, ?)",
-                 (seq, canonical(entry).decode("utf-8"), prev, h))
-    conn.executemany("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
-                     [("head_seq", str(seq)), ("head_hash", h)])
-    return {**entry, "hash": h}
 
 
 # ---------------------------------------------------------------------------------------------- init
 def init_pool(pool_dir: str | Path, *, policy_path: str | Path | None = None, anchor_dir: str | Path | None = None,
               actor: str | None = None, now: dt.datetime | None = None) -> dict:
     """Create a pool with its admission policy (default: the shipped one) and optional anchor binding."""
-    from flexaudit.gate.policy import default_policy_text, load_policy
+    from flexaudit.report.policy import default_policy_text, load_policy
 
     pool_dir = Path(pool_dir)
     if (pool_dir / DB_FILE).exists():
@@ -149,8 +69,8 @@ def init_pool(pool_dir: str | Path, *, policy_path: str | Path | None = None, an
     policy_bytes = Path(policy_path).read_bytes() if policy_path is not None else default_policy_text().encode("utf-8")
     anchor_digest = None
     if anchor_dir is not None:
-        from flexaudit.checkpoint import read_json
         from flexaudit.digest import root_digest
+        from flexaudit.moe.checkpoint import read_json
 
         anchor_dir = Path(anchor_dir)
         if not anchor_dir.is_dir():
@@ -161,19 +81,19 @@ def init_pool(pool_dir: str | Path, *, policy_path: str | Path | None = None, an
             raise IntegrityError(f"anchor {anchor_dir} does not match its anchor.json digest: restore the original anchor")
     pool_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(pool_dir / POLICY_FILE, policy_bytes)
-    stamp = _now(now)
+    stamp = utc_now(now)
     pool_id = f"urn:uuid:{uuid.uuid4()}"
     try:
-        with _connect(pool_dir, create=True) as conn:
-            with _write(conn):
-                for stmt in _SCHEMA.strip().rstrip(";").split(";\n"):
+        with connect(pool_dir, create=True) as conn:
+            with write_transaction(conn):
+                for stmt in SCHEMA.strip().rstrip(";").split(";\n"):
                     conn.execute(stmt)
-                conn.execute(f"PRAGMA application_id = {_APPLICATION_ID}")
+                conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
                 conn.executemany("INSERT INTO meta (key, value) VALUES (?, ?)", [
                     ("format", REGISTRY_FORMAT), ("pool_id", pool_id), ("created_at", stamp),
                     ("policy_digest", policy.digest), ("policy_name", policy.name),
                     ("anchor_root_digest", anchor_digest or "")])
-                _append(conn, "init", stamp, actor=actor, policy_digest=policy.digest,
+                append(conn, "init", stamp, actor=actor, policy_digest=policy.digest,
                         anchor_root_digest=anchor_digest)
     except BaseException:
         with contextlib.suppress(OSError):
@@ -183,7 +103,7 @@ def init_pool(pool_dir: str | Path, *, policy_path: str | Path | None = None, an
 
 
 def _pool_policy(pool_dir: Path, meta: dict):
-    from flexaudit.gate.policy import parse_policy
+    from flexaudit.report.policy import parse_policy
 
     path = pool_dir / POLICY_FILE
     if not path.is_file():
@@ -242,8 +162,8 @@ def admit(pool_dir: str | Path, package_dir: str | Path, audit_dir: str | Path, 
     from flexaudit.report.io import read_report, report_path
 
     pool_dir, package_dir = Path(pool_dir), Path(package_dir)
-    with _connect(pool_dir) as conn:
-        meta = _meta(conn)
+    with connect(pool_dir) as conn:
+        meta = read_meta(conn)
     policy = _pool_policy(pool_dir, meta)
     report = read_report(audit_dir)
     if meta.get("anchor_root_digest") and report["subject"]["anchor"]["root_digest"] != meta["anchor_root_digest"]:
@@ -253,14 +173,14 @@ def admit(pool_dir: str | Path, package_dir: str | Path, audit_dir: str | Path, 
     if target is not None and target != f"anchor + {report['subject']['expert']['name']}":
         raise InputError(f"{audit_dir} audits the {target}, not anchor + this expert: admit with the expert's own "
                          "audit (flexaudit audit EXPERT_DIR without --model)")
-    stamp = _now(now)
+    stamp = utc_now(now)
     result = run_gate(audit_dir, policy, package_dir=package_dir, now=now)
     name, root = result.subject["name"], result.subject["root_digest"]
     common = {"actor": actor, "expert": name, "root_digest": root, "report_digest": result.report["digest"],
               "policy_digest": policy.digest, "decision": result.decision}
     if result.exit_code != 0:
-        with _connect(pool_dir) as conn, _write(conn):
-            _append(conn, "reject", stamp, **common, reason=f"{result.summary}")
+        with connect(pool_dir) as conn, write_transaction(conn):
+            append(conn, "reject", stamp, **common, reason=f"{result.summary}")
         error = {1: PolicyViolation, 2: InputError, 3: IntegrityError}[result.exit_code]
         raise error(f"expert {name!r} refused: {result.summary}")
     hexd = root.removeprefix("sha256:")
@@ -270,7 +190,7 @@ def admit(pool_dir: str | Path, package_dir: str | Path, audit_dir: str | Path, 
     atomic_write_bytes(audit_copy / "report.json", report_path(audit_dir).read_bytes())
     atomic_write_json(audit_copy / "gate.json", result.as_dict())
     try:
-        with _connect(pool_dir) as conn, _write(conn):
+        with connect(pool_dir) as conn, write_transaction(conn):
             existing = conn.execute("SELECT * FROM members WHERE status = 'admitted' AND (name = ? OR root_digest = ?)",
                                     (name, root)).fetchone()
             if existing is not None:
@@ -278,7 +198,7 @@ def admit(pool_dir: str | Path, package_dir: str | Path, audit_dir: str | Path, 
                     return Admission(True, name, root, existing["admit_seq"], result, already=True, package_dir=dest)
                 raise InputError(f"an expert named {name!r} is already admitted ({existing['root_digest'][:19]}...): "
                                  "revoke it first to admit a new version")
-            entry = _append(conn, "admit", stamp, **common, reason=result.summary)
+            entry = append(conn, "admit", stamp, **common, reason=result.summary)
             conn.execute(
                 "INSERT INTO members (name, root_digest, package_dir, report_digest, report_id, policy_digest, decision,"
                 " admitted_at, admitted_by, admit_seq, status) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'admitted')",
@@ -286,7 +206,7 @@ def admit(pool_dir: str | Path, package_dir: str | Path, audit_dir: str | Path, 
                  policy.digest, result.decision, stamp, actor, entry["seq"]))
     except BaseException:
         if created:
-            with _connect(pool_dir) as conn:
+            with connect(pool_dir) as conn:
                 used = conn.execute("SELECT 1 FROM members WHERE root_digest = ? AND status = 'admitted'", (root,)).fetchone()
             if used is None:
                 shutil.rmtree(dest, ignore_errors=True)
@@ -303,13 +223,13 @@ def revoke(pool_dir: str | Path, name: str, *, reason: str, opt_out: bool = Fals
     pool_dir = Path(pool_dir)
     if not reason or not reason.strip():
         raise InputError("a revocation needs a reason (--reason TEXT): it is recorded in the pool's log")
-    stamp = _now(now)
+    stamp = utc_now(now)
     event = "opt_out" if opt_out else "revoke"
-    with _connect(pool_dir) as conn, _write(conn):
+    with connect(pool_dir) as conn, write_transaction(conn):
         row = conn.execute("SELECT * FROM members WHERE status = 'admitted' AND name = ?", (name,)).fetchone()
         if row is None:
             raise InputError(f"no admitted expert named {name!r} in {pool_dir} (see `flexaudit pool list {pool_dir}`)")
-        entry = _append(conn, event, stamp, actor=actor, expert=name, root_digest=row["root_digest"],
+        entry = append(conn, event, stamp, actor=actor, expert=name, root_digest=row["root_digest"],
                         report_digest=row["report_digest"], reason=reason.strip())
         conn.execute("UPDATE members SET status = ?, removed_at = ?, removed_by = ?, removal_reason = ?, removal_seq = ? "
                      "WHERE id = ?", ("opted_out" if opt_out else "revoked", stamp, actor, reason.strip(),
@@ -323,7 +243,7 @@ def revoke(pool_dir: str | Path, name: str, *, reason: str, opt_out: bool = Fals
 
 # ---------------------------------------------------------------------------------------------- read
 def list_members(pool_dir: str | Path, *, include_removed: bool = False) -> list[dict]:
-    with _connect(Path(pool_dir)) as conn:
+    with connect(Path(pool_dir)) as conn:
         q = "SELECT * FROM members" + ("" if include_removed else " WHERE status = 'admitted'") + " ORDER BY admit_seq"
         return [dict(r) for r in conn.execute(q)]
 
@@ -344,10 +264,6 @@ def pool_members(pool_dir: str | Path, *, verify: bool = True) -> list[Path]:
     return out
 
 
-def read_log(pool_dir: str | Path) -> list[dict]:
-    with _connect(Path(pool_dir)) as conn:
-        return [{**json.loads(r["entry"]), "hash": r["hash"], "prev_hash": r["prev_hash"], "row_seq": r["seq"]}
-                for r in conn.execute("SELECT * FROM log ORDER BY seq")]
 
 
 # ---------------------------------------------------------------------------------------------- verify
@@ -372,47 +288,13 @@ def verify_pool(pool_dir: str | Path, *, public_key: str | Path | None = None) -
     from flexaudit.digest import root_digest
 
     pool_dir = Path(pool_dir)
-    problems: list[str] = []
-    first: int | None = None
-
-    def broken(at: int | None, msg: str) -> None:
-        nonlocal first
-        problems.append(msg)
-        if at is not None and (first is None or at < first):
-            first = at
-
-    with _connect(pool_dir) as conn:
+    with connect(pool_dir) as conn:
         rows = [dict(r) for r in conn.execute("SELECT * FROM log ORDER BY seq")]
-        meta = _meta(conn)
+        meta = read_meta(conn)
         members = [dict(r) for r in conn.execute("SELECT * FROM members")]
         sigs = [dict(r) for r in conn.execute("SELECT * FROM head_signatures ORDER BY id")]
-    prev, expected_seq, admitted = GENESIS, 1, {}
-    hashes: dict[int, str] = {}
-    for row in rows:
-        seq = row["seq"]
-        try:
-            entry = json.loads(row["entry"])
-        except json.JSONDecodeError:
-            broken(seq, f"entry {seq} is not JSON")
-            prev, expected_seq = row["hash"], seq + 1
-            continue
-        if seq != expected_seq:
-            broken(expected_seq, f"entries {expected_seq}..{seq - 1} are missing (deleted)")
-        if entry.get("seq") != seq:
-            broken(seq, f"entry at position {seq} claims seq {entry.get('seq')} (entries reordered or renumbered)")
-        if row["prev_hash"] != prev:
-            broken(seq, f"entry {seq} does not link to the entry before it (an entry was deleted, inserted or reordered)")
-        if chain_hash(row["prev_hash"], entry) != row["hash"]:
-            broken(seq, f"entry {seq} was edited: its hash does not match its content")
-        if entry.get("pool_id") != meta.get("pool_id"):
-            broken(seq, f"entry {seq} belongs to another pool")
-        ev, name = entry.get("event"), entry.get("expert")
-        if ev == "admit":
-            admitted[name] = entry.get("root_digest")
-        elif ev in ("revoke", "opt_out"):
-            admitted.pop(name, None)
-        hashes[seq] = row["hash"]
-        prev, expected_seq = row["hash"], seq + 1
+    chain = check_chain(rows, pool_id=meta.get("pool_id"))
+    problems, broken = chain.problems, chain.broken
     head_seq, head_hash = meta.get("head_seq"), meta.get("head_hash")
     if rows and (str(rows[-1]["seq"]) != head_seq or rows[-1]["hash"] != head_hash):
         broken(rows[-1]["seq"], f"the log ends at entry {rows[-1]['seq']} but the recorded head is entry {head_seq} "
@@ -420,9 +302,9 @@ def verify_pool(pool_dir: str | Path, *, public_key: str | Path | None = None) -
     if not rows:
         broken(1, "the log is empty")
     registry = {m["name"]: m["root_digest"] for m in members if m["status"] == "admitted"}
-    if registry != admitted:
-        extra = sorted(set(registry.items()) - set(admitted.items()))
-        missing = sorted(set(admitted.items()) - set(registry.items()))
+    if registry != chain.admitted:
+        extra = sorted(set(registry.items()) - set(chain.admitted.items()))
+        missing = sorted(set(chain.admitted.items()) - set(registry.items()))
         problems.append(f"the registry disagrees with the log (admitted without a log entry: "
                         f"{[n for n, _ in extra] or 'none'}; logged but not admitted: {[n for n, _ in missing] or 'none'})")
     for m in members:
@@ -437,51 +319,18 @@ def verify_pool(pool_dir: str | Path, *, public_key: str | Path | None = None) -
         problems.append("the pool's policy.toml is missing or was changed after the pool was created")
     signature = None
     if public_key is not None:
-        signature = _verify_head_signature(sigs, hashes, public_key, problems)
+        signature = verify_head_signature(sigs, chain.hashes, public_key, problems)
     elif sigs:
         signature = {"present": len(sigs), "checked": False, "detail": "pass --public-key to check the signed head"}
     return PoolVerification(ok=not problems, entries=len(rows), head=head_hash, problems=problems,
-                            first_broken_at=first, signature=signature)
+                            first_broken_at=chain.first_broken_at, signature=signature)
 
 
 # ---------------------------------------------------------------------------------------------- signing
-def sign_head(pool_dir: str | Path, key_path: str | Path, *, now: dt.datetime | None = None) -> dict:
-    """Sign the current head (pool id, seq, hash) with an ed25519 key; stored beside the log."""
-    from flexaudit.signing import POOL_HEAD_TYPE, key_id, load_private_key, sign_payload
-
-    pool_dir = Path(pool_dir)
-    key = load_private_key(key_path)
-    with _connect(pool_dir) as conn, _write(conn):
-        meta = _meta(conn)
-        payload = {"pool_id": meta["pool_id"], "seq": int(meta["head_seq"]), "hash": meta["head_hash"],
-                   "signed_at": _now(now)}
-        envelope = sign_payload(key, payload, payload_type=POOL_HEAD_TYPE)
-        conn.execute("INSERT INTO head_signatures (seq, hash, key_id, envelope, created_at) VALUES (?, ?, ?, ?, ?)",
-                     (payload["seq"], payload["hash"], key_id(key.public_key()), json.dumps(envelope), payload["signed_at"]))
-    return {"seq": payload["seq"], "hash": payload["hash"], "key_id": key_id(key.public_key())}
 
 
-def _verify_head_signature(sigs: list[dict], hashes: dict[int, str], public_key_path, problems: list[str]) -> dict:
-    from flexaudit.signing import load_public_key, verify_envelope
-
-    key = load_public_key(public_key_path)
-    if not sigs:
-        problems.append("the pool's head was never signed, but a public key was given")
-        return {"present": 0, "checked": True, "valid": False}
-    latest = sigs[-1]
-    try:
-        payload, kid, _ = verify_envelope(json.loads(latest["envelope"]), key, what="the pool's signed head")
-    except (IntegrityError, InputError) as exc:
-        problems.append(exc.message)
-        return {"present": len(sigs), "checked": True, "valid": False}
-    if hashes.get(payload.get("seq")) != payload.get("hash"):
-        problems.append(f"the signed head (entry {payload.get('seq')}) is not in the log any more: the log was "
-                        "rewritten or truncated after it was signed")
-        return {"present": len(sigs), "checked": True, "valid": False, "seq": payload.get("seq")}
-    return {"present": len(sigs), "checked": True, "valid": True, "seq": payload["seq"], "key_id": kid,
-            "signed_at": payload.get("signed_at")}
 
 
 def pool_info(pool_dir: str | Path) -> dict:
-    with _connect(Path(pool_dir)) as conn:
-        return _meta(conn)
+    with connect(Path(pool_dir)) as conn:
+        return read_meta(conn)

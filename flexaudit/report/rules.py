@@ -16,9 +16,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from flexaudit.gate.findings import Finding, fingerprint
-from flexaudit.gate.policy import Control
 from flexaudit.report import metrics as M
+from flexaudit.report.findings import Finding, fingerprint
+from flexaudit.report.policy import Control
 from flexaudit.report.regulatory import obligations_for_control
 
 

@@ -17,7 +17,7 @@ from safetensors.torch import save_file
 
 from flexaudit.errors import InputError, IntegrityError
 from flexaudit.fsutil import atomic_write_json
-from flexaudit.model import FlexOlmo, ModelConfig
+from flexaudit.moe.model import FlexOlmo, ModelConfig
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")

@@ -16,50 +16,17 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from flexaudit.anchor import ANCHOR_FILE, Anchor, load_anchor
-from flexaudit.checkpoint import load_flexolmo, read_json, write_hf_checkpoint
 from flexaudit.digest import root_digest
 from flexaudit.errors import InputError
-from flexaudit.expert import ExpertPackage, install_expert, load_package
 from flexaudit.fsutil import atomic_write_json, staged_directory
-from flexaudit.model import FlexOlmo
+from flexaudit.moe.anchor import ANCHOR_FILE, load_anchor
+from flexaudit.moe.checkpoint import load_flexolmo, read_json, write_hf_checkpoint
+from flexaudit.moe.expert import compose, load_package
+from flexaudit.moe.model import FlexOlmo
 
 POOL_FILE = "flexaudit.json"
 POOL_FORMAT = "flexaudit-pool/1"
 PUBLIC = "public"
-# Chosen by measurement on the demo (benchmarks/method_choices.py, README "Design choices, measured").
-DEFAULT_TOP_K = 2
-
-
-def compose(anchor: Anchor, packages: list[ExpertPackage], *, top_k: int | None = None) -> FlexOlmo:
-    """The anchor with each package in slots 1..n, in memory."""
-    names = [p.name for p in packages]
-    duplicates = sorted({n for n in names if names.count(n) > 1})
-    if duplicates:
-        raise InputError(f"expert name {duplicates[0]!r} appears twice: every merged expert needs its own name")
-    n = 1 + len(packages)
-    k = min(n, top_k or DEFAULT_TOP_K)
-    if top_k is not None and top_k > n:
-        raise InputError(f"--top-k {top_k} exceeds the {n} experts being merged (the public one included)")
-    cfg = anchor.config.replace(num_experts=n, top_k=k, router_bias=False)
-    model = FlexOlmo(cfg)
-    state = anchor.model.state_dict()
-    merged = model.state_dict()
-    for name in merged:
-        if ".mlp.experts." in name or ".gate.rows." in name:
-            continue
-        merged[name] = state[name]
-    for i in range(cfg.num_layers):
-        for proj in ("gate_proj", "up_proj", "down_proj"):
-            key = f"model.layers.{i}.mlp.experts.0.{proj}.weight"
-            merged[key] = state[key]
-        merged[f"model.layers.{i}.mlp.gate.rows.0.weight"] = state[f"model.layers.{i}.mlp.gate.rows.0.weight"]
-    model.load_state_dict(merged)
-    for slot, package in enumerate(packages, start=1):
-        install_expert(model, slot, package)
-    return model.eval()
-
-
 @dataclass
 class Pool:
     """A merged checkpoint directory and what flexaudit knows about its slots."""
@@ -84,7 +51,7 @@ def merge(
     progress=None,
 ) -> Pool:
     """Merge packages by concatenation. With tune_router, the router rows (only) are then tuned jointly on
-    text sampled from each expert and on `public_data` (flexaudit.router_tuning)."""
+    text sampled from each expert and on `public_data` (flexaudit.moe.router_tuning)."""
     from flexaudit.progress import NULL_PROGRESS
 
     progress = progress or NULL_PROGRESS
@@ -100,8 +67,8 @@ def merge(
     router = {"rows": "as packaged by each owner (concatenated)"}
     if tune_router:
         from flexaudit.data import load_documents
-        from flexaudit.router_tuning import RouterTuning, proxy_corpus
-        from flexaudit.router_tuning import tune_router as tune
+        from flexaudit.moe.router_tuning import RouterTuning, proxy_corpus
+        from flexaudit.moe.router_tuning import tune_router as tune
 
         public = [d.text for d in load_documents(public_data)] if public_data is not None else []
         tuning = RouterTuning()

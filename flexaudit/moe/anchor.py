@@ -15,17 +15,17 @@ from pathlib import Path
 import torch
 
 from flexaudit import __version__
-from flexaudit.checkpoint import read_hf_weights, read_json, refuse_pickle, write_hf_checkpoint
 from flexaudit.data import Document, load_documents
 from flexaudit.data.split import split_documents
 from flexaudit.digest import root_digest, text_sha256
 from flexaudit.errors import InputError, IntegrityError
 from flexaudit.fsutil import atomic_write_json, staged_directory
-from flexaudit.model import FlexOlmo, ModelConfig
+from flexaudit.moe.checkpoint import read_hf_weights, read_json, refuse_pickle, write_hf_checkpoint
+from flexaudit.moe.model import FlexOlmo, ModelConfig
+from flexaudit.moe.router_init import DEFAULT_ROUTER_INIT, router_rows
+from flexaudit.moe.tokenizer import encode_documents, load_tokenizer, train_tokenizer
+from flexaudit.moe.training import PackedStream, TrainSettings, train
 from flexaudit.progress import NULL_PROGRESS, Progress
-from flexaudit.router_init import DEFAULT_ROUTER_INIT, router_rows
-from flexaudit.tokenizer import encode_documents, load_tokenizer, train_tokenizer
-from flexaudit.training import PackedStream, TrainSettings, train
 
 ANCHOR_FILE = "anchor.json"
 ANCHOR_FORMAT = "flexaudit-anchor/1"
@@ -209,7 +209,7 @@ def import_anchor(
     overwrite: bool = False,
 ) -> dict:
     """Take a local dense OLMo-2 (or 1-expert FlexOlmo) checkpoint with its tokenizer as the anchor."""
-    from flexaudit.checkpoint import read_model_config
+    from flexaudit.moe.checkpoint import read_model_config
 
     if not hf_dir.is_dir():
         raise InputError(f"checkpoint directory not found: {hf_dir}")
@@ -274,7 +274,7 @@ def verify_anchor(directory: Path) -> dict:
 
 def load_anchor(directory: str | Path) -> Anchor:
     """Load and verify an anchor: its files must still have the root digest anchor.json states."""
-    from flexaudit.checkpoint import load_flexolmo
+    from flexaudit.moe.checkpoint import load_flexolmo
 
     directory = Path(directory)
     info = verify_anchor(directory)

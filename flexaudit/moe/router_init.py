@@ -21,7 +21,7 @@ from typing import Callable
 import torch
 
 from flexaudit.errors import InputError
-from flexaudit.model import FlexOlmo
+from flexaudit.moe.model import FlexOlmo
 
 MAX_DOCUMENTS = 256  # the paper averaged 1,000; a few hundred already fix the mean of a tiny model's states
 
@@ -49,7 +49,7 @@ def _sample(texts: list[str], seed: int) -> list[str]:
 @torch.no_grad()
 def _router_input_stats(model: FlexOlmo, tokenizer, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
     """Per layer: the mean router input (L, H) and the mean router-input norm (L,) over all tokens."""
-    from flexaudit.tokenizer import encode_documents
+    from flexaudit.moe.tokenizer import encode_documents
 
     seq_len = model.config.max_seq_len
     L, H = model.config.num_layers, model.config.hidden_size

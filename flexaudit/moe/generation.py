@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 
 from flexaudit.errors import InputError
-from flexaudit.merge import export_for_transformers
+from flexaudit.moe.merge import export_for_transformers
 
 
 def generate(

@@ -7,8 +7,9 @@ flexaudit builds the models to attack and hands them to the model-agnostic `atta
 
 Members are the expert's training split and non-members its recorded holdout split (the owner's local
 copies, `<package>.local/members.jsonl` and `holdout.jsonl`, unless given): the same distribution by
-construction, which the blind baseline checks. report.json holds counts, rates, intervals and keyed hashes;
-raw text only with reveal.
+construction, which the blind baseline checks. `run_attacks` returns the results (AuditRun); flexaudit.report
+turns them into report.json (counts, rates, intervals and keyed hashes; raw text only with reveal), and
+flexaudit.workflows.run_audit does the whole job, tracing extracted text to the owner's documents when asked.
 """
 
 from __future__ import annotations
@@ -18,14 +19,15 @@ import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Protocol
 
-from flexaudit.anchor import load_anchor, local_dir
+from flexaudit.audit.personal_data import NOT_SEARCHED, find_personal_data
 from flexaudit.data import load_documents
 from flexaudit.data.split import owner_home, owner_key
 from flexaudit.errors import InputError, IntegrityError
-from flexaudit.expert import load_package
-from flexaudit.merge import export_for_transformers, read_pool
-from flexaudit.personal_data import NOT_SEARCHED, find_personal_data
+from flexaudit.moe.anchor import load_anchor, local_dir
+from flexaudit.moe.expert import load_package
+from flexaudit.moe.merge import export_for_transformers, read_pool
 from flexaudit.progress import NULL_PROGRESS, Progress
 
 MEMBERSHIP_ATTACKS = ("FA-MIA-LOSS", "FA-MIA-ZLIB", "FA-MIA-MINK", "FA-MIA-MINKPP", "FA-MIA-REF", "FA-MIA-RMIA")
@@ -56,10 +58,28 @@ class AuditOptions:
     exclude: tuple[str, ...] = ()
 
 
+class ExtractionTracer(Protocol):
+    """Traces what the discoverable attack extracted back to the owner's documents (flexaudit.trace.evidence
+    implements it over the owner's index); returns the report's `trace_evidence` block."""
+
+    def __call__(self, lm: Any, tokenizer: Any, texts: list[str], discoverable: Any, *, prefix: int,
+                 suffix: int) -> dict: ...
+
+
 @dataclass
-class AuditResult:
-    audit_dir: Path
-    report: dict
+class AuditRun:
+    """Every attack's results on one expert, and how the audit ran: what report.json is built from
+    (flexaudit.report.build_report; flexaudit.workflows.run_audit does both)."""
+
+    package: Any  # the verified ExpertPackage
+    anchor_digest: str
+    anchor_path: Path
+    membership: dict  # {"target": MembershipResults, "anchor": MembershipResults}
+    extraction: dict[str, list]  # {"target": [...], "anchor": [...]}, one result per extraction attack
+    hygiene: Any
+    epsilon_lower_bounds: list[dict]
+    record: dict  # the report's empirical.audit block: seed, sources, counts, timings, target
+    data: dict  # additions to the report's data section
     seconds: dict[str, float] = field(default_factory=dict)
 
 
@@ -92,33 +112,6 @@ def _last_tokens(tokenizer, text: str, n: int) -> str:
     return text if len(ids) <= n else tokenizer.decode(ids[-n:])
 
 
-def _trace_evidence(lm, tokenizer, attacked: list[str], discoverable, prefix: int, suffix: int, options: AuditOptions) -> dict:
-    """For each sample the discoverable attack (greedy, from the document's start) extracted, the spans of
-    the generated text found verbatim in the owner's indexed documents: counts and document ids and keyed
-    hashes; the text itself only with reveal."""
-    import attacks
-    from flexaudit.trace import open_index, trace_texts
-
-    index = open_index(options.trace_index)
-    chosen = [i for i, d in enumerate(discoverable.per_document)
-              if d["token_match"] is not None and d["token_match"] >= options.trace_min_match]
-    prompts = [lm.encode([attacked[i]])[0][:prefix] for i in chosen]
-    generated = attacks.generate(lm, prompts, max_new_tokens=suffix) if prompts else []
-    traces = trace_texts(index, tokenizer, [lm.decode(g) for g in generated], reveal=options.reveal)
-    samples = []
-    for i, trace in zip(chosen, traces):
-        spans = [{"tokens": sp.tokens, "occurrences": sp.occurrences, "documents": sp.document_count,
-                  "document_refs": [{"id": ref.id, "hash": ref.hash, "occurrences": ref.occurrences} for ref in sp.documents],
-                  **({"text": sp.text} if options.reveal else {})}
-                 for sp in trace.spans]
-        samples.append({"token_match": discoverable.per_document[i]["token_match"], "spans": spans,
-                        "covered_tokens": trace.covered_tokens, "tokens": trace.tokens})
-    return {
-        "index_documents": index.documents, "min_tokens": traces[0].min_tokens if traces else None,
-        "samples_traced": len(samples), "samples_with_spans": sum(1 for x in samples if x["spans"]), "samples": samples,
-    }
-
-
 def _target(package, anchor, options: AuditOptions) -> tuple[Path, dict]:
     """The model under attack: anchor + the expert (the default), or a merged pool for opt-out verification;
     and the report's record of it."""
@@ -141,19 +134,21 @@ def _selected(options: AuditOptions, attack_id: str) -> bool:
     return options.attacks is None or attack_id in options.attacks
 
 
-def run_audit(
+def run_attacks(
     expert_dir: Path,
     *,
     anchor_dir: Path,
-    out: Path,
     members: Path | None = None,
     nonmembers: Path | None = None,
     options: AuditOptions = AuditOptions(),
     home: Path | None = None,
+    tracer: ExtractionTracer | None = None,
     progress: Progress = NULL_PROGRESS,
-) -> AuditResult:
+) -> AuditRun:
+    """Run every selected attack on anchor + the expert (or a merged pool, `options.model`) and on the anchor
+    alone, over the expert's members and non-members. Raises InputError (missing split files, unknown attack)
+    or IntegrityError (package or pool not of this anchor)."""
     import attacks
-    from flexaudit.report import build_report, write_report
 
     unknown = [a for a in (options.attacks or ()) if a not in MEMBERSHIP_ATTACKS + EXTRACTION_ATTACKS + ("FA-MIA-LIRA",)]
     if unknown:
@@ -237,9 +232,9 @@ def run_audit(
                                            f"fewer than {MIN_PERSONAL_ITEMS}: no leakage rate to measure"})
         seconds["extraction"] = time.perf_counter() - t
         evidence = None
-        if options.trace_index is not None and extraction["target"] and _selected(options, "FA-EXT-DISC"):
+        if tracer is not None and extraction["target"] and _selected(options, "FA-EXT-DISC"):
             t = time.perf_counter()
-            evidence = _trace_evidence(target, anchor.tokenizer, attacked, extraction["target"][0], prefix, suffix, options)
+            evidence = tracer(target, anchor.tokenizer, attacked, extraction["target"][0], prefix=prefix, suffix=suffix)
             seconds["tracing"] = time.perf_counter() - t
 
     hygiene = attacks.blind_baseline(member_texts, nonmember_texts, seed=options.seed)
@@ -250,31 +245,19 @@ def run_audit(
                                                           seed=options.seed)
         bounds.append({**bound.as_dict(), "source": strongest.attack_id})
     seconds["total"] = time.perf_counter() - began
-    report = build_report(
-        package,
-        anchor_digest=anchor.root_digest,
-        membership=membership,
-        extraction=extraction,
-        hygiene=hygiene,
-        epsilon_lower_bounds=bounds,
-        audit={
-            "seed": options.seed,
-            "members_source": "the expert's training split" if members == local / "members.jsonl" else "given",
-            "nonmembers_source": "the expert's recorded holdout split" if nonmembers == local / "holdout.jsonl" else "given",
-            "members": len(member_texts),
-            "nonmembers": len(nonmember_texts),
-            "extraction_documents": len(attacked),
-            "personal_data": {"categories_searched": list(categories) or [], "not_searched": list(NOT_SEARCHED),
-                              "items": len(items), "prompts": len(prompts)},
-            "seconds": {k: round(v, 1) for k, v in seconds.items()},
-            "target": target_record,
-            **({"trace_evidence": evidence} if evidence is not None else {}),
-        },
-        data={"personal_data_categories": categories},
-        policy=options.policy,
-        reveal=options.reveal,
-        package_path=str(Path(expert_dir).resolve()),
-        anchor_path=str(anchor.directory.resolve()),
-    )
-    write_report(out, report, figures=True)
-    return AuditResult(audit_dir=Path(out), report=report, seconds=seconds)
+    record = {
+        "seed": options.seed,
+        "members_source": "the expert's training split" if members == local / "members.jsonl" else "given",
+        "nonmembers_source": "the expert's recorded holdout split" if nonmembers == local / "holdout.jsonl" else "given",
+        "members": len(member_texts),
+        "nonmembers": len(nonmember_texts),
+        "extraction_documents": len(attacked),
+        "personal_data": {"categories_searched": list(categories) or [], "not_searched": list(NOT_SEARCHED),
+                          "items": len(items), "prompts": len(prompts)},
+        "seconds": {k: round(v, 1) for k, v in seconds.items()},
+        "target": target_record,
+        **({"trace_evidence": evidence} if evidence is not None else {}),
+    }
+    return AuditRun(package=package, anchor_digest=anchor.root_digest, anchor_path=anchor.directory,
+                    membership=membership, extraction=extraction, hygiene=hygiene, epsilon_lower_bounds=bounds,
+                    record=record, data={"personal_data_categories": categories}, seconds=seconds)

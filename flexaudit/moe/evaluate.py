@@ -11,9 +11,9 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from flexaudit.model import FlexOlmo, pad_right, perplexity_from, token_nll
+from flexaudit.moe.model import FlexOlmo, pad_right, perplexity_from, token_nll
+from flexaudit.moe.tokenizer import encode_documents
 from flexaudit.progress import NULL_PROGRESS, Progress
-from flexaudit.tokenizer import encode_documents
 
 
 @dataclass(frozen=True)

@@ -45,7 +45,8 @@ class AuditOptions:
     samples_per_prefix: int = 10
     pii_prompts: int = 100
     attacks: tuple[str, ...] | None = None  # None: every attack that can run
-    batch_size: int = 16
+    batch_size: int = 16  # texts per forward pass when scoring
+    generation_batch_size: int = 32  # prompts decoded together by the extraction attacks (results do not depend on it)
     seed: int = 0
     reveal: bool = False
     policy: Path | None = None
@@ -56,6 +57,10 @@ class AuditOptions:
     # still with the expert's own members and non-members.
     model: Path | None = None
     exclude: tuple[str, ...] = ()
+    # The extraction table (flexaudit.audit.comparison), beside anchor and anchor + expert: the owner's dense
+    # baseline, and the other experts of the pool this expert joins (() for a pool of the anchor alone).
+    dense_baseline: Path | None = None
+    pool_experts: tuple[Path, ...] | None = None
 
 
 class ExtractionTracer(Protocol):
@@ -81,6 +86,7 @@ class AuditRun:
     record: dict  # the report's empirical.audit block: seed, sources, counts, timings, target
     data: dict  # additions to the report's data section
     seconds: dict[str, float] = field(default_factory=dict)
+    comparison: dict | None = None  # the extraction table (flexaudit.audit.comparison), when asked for
 
 
 def _texts(path: Path) -> list[str]:
@@ -153,6 +159,10 @@ def run_attacks(
     unknown = [a for a in (options.attacks or ()) if a not in MEMBERSHIP_ATTACKS + EXTRACTION_ATTACKS + ("FA-MIA-LIRA",)]
     if unknown:
         raise InputError(f"unknown attack {unknown[0]!r}: choose from {', '.join(MEMBERSHIP_ATTACKS + EXTRACTION_ATTACKS)}")
+    compared = options.dense_baseline is not None or options.pool_experts is not None
+    if compared and options.model is not None:
+        raise InputError("the extraction table compares models with anchor + expert: drop --model (opt-out "
+                         "verification) or the table's --dense-baseline and --pool-registry")
     began = time.perf_counter()
     seconds: dict[str, float] = {}
     anchor = load_anchor(anchor_dir)
@@ -202,19 +212,21 @@ def run_attacks(
             canaries = [attacks.Canary.from_dict(c) for c in json.loads(canary_file.read_text())["canaries"]]
         items, prompts, categories = _pii_prompts(member_texts, options.pii_prompts, options.seed)
         pii_new_tokens = min(32, context // 4)
+        gen_batch = options.generation_batch_size
         prompts = [_last_tokens(anchor.tokenizer, p, context - pii_new_tokens) for p in prompts]
         for side, lm in (("target", target), ("anchor", reference)):
             runs = extraction[side]
             if _selected(options, "FA-EXT-DISC"):
                 runs.append(attacks.discoverable_extraction(lm, attacked, prefix_len=prefix, suffix_len=suffix,
-                                                            seed=options.seed, reveal=options.reveal, progress=progress))
+                                                            seed=options.seed, batch_size=gen_batch,
+                                                            reveal=options.reveal, progress=progress))
             if _selected(options, "FA-EXT-SAMPLED"):
                 runs.append(attacks.sampled_extraction(lm, attacked, prefix_len=prefix, window_len=window,
                                                        n_samples=options.samples_per_prefix, seed=options.seed,
-                                                       reveal=options.reveal, progress=progress))
+                                                       batch_size=gen_batch, reveal=options.reveal, progress=progress))
             if _selected(options, "FA-EXT-PROB"):
                 runs.append(attacks.probabilistic_extraction(lm, attacked, prefix_len=prefix, suffix_len=suffix,
-                                                             seed=options.seed, progress=progress))
+                                                             seed=options.seed, batch_size=gen_batch, progress=progress))
             if _selected(options, "FA-EXT-CANARY"):
                 if canaries:
                     runs.append(attacks.canary_exposure(lm, canaries, seed=options.seed, reveal=options.reveal,
@@ -225,12 +237,26 @@ def run_attacks(
             if _selected(options, "FA-EXT-PII"):
                 if len(items) >= MIN_PERSONAL_ITEMS and prompts:
                     runs.append(attacks.pii_leakage(lm, items, prompts, max_new_tokens=pii_new_tokens, seed=options.seed,
-                                                    reveal=options.reveal, hash_key=key, progress=progress))
+                                                    batch_size=gen_batch, reveal=options.reveal, hash_key=key,
+                                                    progress=progress))
                 elif side == "target":
                     runs.append({"attack_id": "FA-EXT-PII", "status": "not_run",
                                  "reason": f"{len(items)} personal-data items found in the training texts audited, "
                                            f"fewer than {MIN_PERSONAL_ITEMS}: no leakage rate to measure"})
         seconds["extraction"] = time.perf_counter() - t
+        comparison = None
+        if compared:
+            from flexaudit.audit.comparison import compare
+
+            t = time.perf_counter()
+            comparison = compare(package, anchor, extraction, dense_baseline=options.dense_baseline,
+                                 pool_experts=options.pool_experts, attacked=attacked, prefix=prefix, suffix=suffix,
+                                 window=window, samples=options.samples_per_prefix, items=items, prompts=prompts,
+                                 pii_new_tokens=pii_new_tokens, seed=options.seed, key=key, batch_size=gen_batch,
+                                 run=[a for a in ("FA-EXT-DISC", "FA-EXT-SAMPLED") if _selected(options, a)]
+                                 + (["FA-EXT-PII"] if _selected(options, "FA-EXT-PII") and len(items) >= MIN_PERSONAL_ITEMS
+                                    and prompts else []), progress=progress)
+            seconds["comparison"] = time.perf_counter() - t
         evidence = None
         if tracer is not None and extraction["target"] and _selected(options, "FA-EXT-DISC"):
             t = time.perf_counter()
@@ -260,4 +286,5 @@ def run_attacks(
     }
     return AuditRun(package=package, anchor_digest=anchor.root_digest, anchor_path=anchor.directory,
                     membership=membership, extraction=extraction, hygiene=hygiene, epsilon_lower_bounds=bounds,
-                    record=record, data={"personal_data_categories": categories}, seconds=seconds)
+                    record=record, data={"personal_data_categories": categories}, seconds=seconds,
+                    comparison=comparison)

@@ -42,6 +42,7 @@ import numpy as np
 import torch
 
 from ._progress import Progress, progress_or_null
+from .batching import DEFAULT_BATCH_TOKENS, run_batches
 from .errors import InputError
 from .model import CausalLM
 
@@ -254,17 +255,19 @@ def _to_numpy(parts: list[torch.Tensor]) -> np.ndarray:
 
 def score_texts(lm: CausalLM, texts: Sequence[str], *, batch_size: int = 16, max_length: int | None = None,
                 long_texts: str = "truncate", stride: int | None = None, stats: bool = True,
-                progress: Progress | None = None) -> ScoreCache:
+                batch_tokens: int | None = DEFAULT_BATCH_TOKENS, progress: Progress | None = None) -> ScoreCache:
     """Scores every text with one batched, padding-aware forward pass per batch.
 
     Args:
         lm: the model (see `load_causal_lm`).
         texts: the texts; each must have at least 2 tokens.
-        batch_size: rows per forward pass.
+        batch_size: at most this many rows per forward pass.
         max_length: context length used (default and maximum: the model's context length).
         long_texts: "truncate" or "window" (see the module docstring).
         stride: window stride for long_texts="window" (default max_length // 2).
         stats: also compute the Min-K%++ moments (mu, var); costs an exp over the vocabulary per token.
+        batch_tokens: at most this many padded tokens per forward pass (None: no limit); a pass that runs
+            out of memory is retried with half as many (see `attacks.batching`).
         progress: optional progress object (`task(description, total)`), advanced per batch.
 
     Returns:
@@ -286,13 +289,16 @@ def score_texts(lm: CausalLM, texts: Sequence[str], *, batch_size: int = 16, max
     order = sorted(range(len(rows)), key=lambda r: rows[r].end - rows[r].start, reverse=True)
     per_row: dict[int, tuple] = {}
     task = progress_or_null(progress).task(f"scoring {len(texts)} texts with {lm.name}", total=len(rows))
+    def run(start: int, stop: int) -> None:
+        batch = [rows[r] for r in order[start:stop]]
+        for j, result in enumerate(_score_batch(lm, ids, batch, stats)):
+            per_row[order[start + j]] = result
+        task.advance(len(batch), tokens=sum(r.end - r.start for r in batch))
+
     try:
         with torch.inference_mode():
-            for b in range(0, len(order), batch_size):
-                batch = [rows[r] for r in order[b:b + batch_size]]
-                for j, result in enumerate(_score_batch(lm, ids, batch, stats)):
-                    per_row[order[b + j]] = result
-                task.advance(len(batch), tokens=sum(r.end - r.start for r in batch))
+            run_batches([rows[r].end - rows[r].start for r in order], run, max_rows=batch_size,
+                        max_tokens=batch_tokens, what="text window")
     finally:
         task.close()
     return _assemble(lm, texts, ids, rows, per_row, stats=stats, max_length=max_length,

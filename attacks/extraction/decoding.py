@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from .._progress import Progress, progress_or_null
+from ..batching import DEFAULT_BATCH_TOKENS, run_batches
 from ..errors import InputError
 from ..model import CausalLM
 
@@ -132,7 +133,8 @@ def _pick(logits: torch.Tensor, sampling: SamplingConfig, generators: list[torch
 
 def generate(lm: CausalLM, prompts: Sequence[Sequence[int]], *, max_new_tokens: int,
              sampling: SamplingConfig = GREEDY, seeds: Sequence[int] | None = None, batch_size: int = 32,
-             stop_at_eos: bool = False, progress: Progress | None = None) -> list[np.ndarray]:
+             batch_tokens: int | None = DEFAULT_BATCH_TOKENS, stop_at_eos: bool = False,
+             progress: Progress | None = None) -> list[np.ndarray]:
     """Continues each prompt (token ids) by exactly `max_new_tokens` tokens.
 
     Args:
@@ -141,7 +143,10 @@ def generate(lm: CausalLM, prompts: Sequence[Sequence[int]], *, max_new_tokens: 
         max_new_tokens: tokens generated per prompt.
         sampling: GREEDY, PAPER_SAMPLING or another SamplingConfig.
         seeds: one seed per prompt (required for sampling; same seed => same sample).
-        batch_size: prompts decoded together.
+        batch_size: at most this many prompts decoded together.
+        batch_tokens: at most this many tokens (prompt plus new tokens, padded) held per batch; a batch that
+            runs out of memory is retried with half as many (see `attacks.batching`). Samples do not depend
+            on the batching.
         stop_at_eos: after the tokenizer's EOS token a row only repeats EOS (decoding with
             skip_special_tokens then drops them), as `model.generate` does.
         progress: optional progress object.
@@ -167,19 +172,21 @@ def generate(lm: CausalLM, prompts: Sequence[Sequence[int]], *, max_new_tokens: 
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]), reverse=True)  # little left padding
     results: list[np.ndarray | None] = [None] * len(prompts)
     task = progress_or_null(progress).task(f"decoding {len(prompts)} prompts", total=len(prompts))
+    def run(start: int, stop: int) -> None:
+        rows = order[start:stop]
+        generators = None
+        if sampling.do_sample:
+            generators = [torch.Generator(device=lm.device).manual_seed(int(seeds[i]) % (2 ** 63)) for i in rows]
+        out = _decode_batch(forward, lm.device, [prompts[i] for i in rows], max_new_tokens, sampling,
+                            generators, eos if stop_at_eos else None)
+        for j, i in enumerate(rows):
+            results[i] = out[j]
+        task.advance(len(rows), tokens=len(rows) * max_new_tokens)
+
     try:
         with torch.inference_mode():
-            for b in range(0, len(order), batch_size):
-                rows = order[b:b + batch_size]
-                generators = None
-                if sampling.do_sample:
-                    generators = [torch.Generator(device=lm.device).manual_seed(int(seeds[i]) % (2 ** 63))
-                                  for i in rows]
-                out = _decode_batch(forward, lm.device, [prompts[i] for i in rows], max_new_tokens, sampling,
-                                    generators, eos if stop_at_eos else None)
-                for j, i in enumerate(rows):
-                    results[i] = out[j]
-                task.advance(len(rows), tokens=len(rows) * max_new_tokens)
+            run_batches([len(prompts[i]) + max_new_tokens for i in order], run, max_rows=batch_size,
+                        max_tokens=batch_tokens, what="prompt")
     finally:
         task.close()
     return results  # type: ignore[return-value]

@@ -26,6 +26,7 @@ from flexaudit.data import load_documents
 from flexaudit.data.split import owner_home, owner_key
 from flexaudit.errors import InputError, IntegrityError
 from flexaudit.moe.anchor import load_anchor, local_dir
+from flexaudit.moe.device import CPU_FLOAT32, Placement, dtype_name
 from flexaudit.moe.expert import load_package
 from flexaudit.moe.merge import export_for_transformers, read_pool
 from flexaudit.progress import NULL_PROGRESS, Progress
@@ -45,7 +46,8 @@ class AuditOptions:
     samples_per_prefix: int = 10
     pii_prompts: int = 100
     attacks: tuple[str, ...] | None = None  # None: every attack that can run
-    batch_size: int = 16
+    batch_size: int = 16  # texts per forward pass, at most
+    batch_tokens: int = 16_384  # padded tokens per forward pass, at most; halved on out-of-memory
     seed: int = 0
     reveal: bool = False
     policy: Path | None = None
@@ -143,11 +145,13 @@ def run_attacks(
     options: AuditOptions = AuditOptions(),
     home: Path | None = None,
     tracer: ExtractionTracer | None = None,
+    placement: Placement = CPU_FLOAT32,
     progress: Progress = NULL_PROGRESS,
 ) -> AuditRun:
     """Run every selected attack on anchor + the expert (or a merged pool, `options.model`) and on the anchor
-    alone, over the expert's members and non-members. Raises InputError (missing split files, unknown attack)
-    or IntegrityError (package or pool not of this anchor)."""
+    alone, over the expert's members and non-members, with both models on `placement`. Raises InputError
+    (missing split files, unknown attack, an imported expert without --members/--nonmembers) or IntegrityError
+    (package or pool not of this anchor)."""
     import attacks
 
     unknown = [a for a in (options.attacks or ()) if a not in MEMBERSHIP_ATTACKS + EXTRACTION_ATTACKS + ("FA-MIA-LIRA",)]
@@ -155,9 +159,13 @@ def run_attacks(
         raise InputError(f"unknown attack {unknown[0]!r}: choose from {', '.join(MEMBERSHIP_ATTACKS + EXTRACTION_ATTACKS)}")
     began = time.perf_counter()
     seconds: dict[str, float] = {}
-    anchor = load_anchor(anchor_dir)
+    anchor = load_anchor(anchor_dir, weights=False)
     package = load_package(expert_dir, anchor=anchor)
     local = local_dir(Path(expert_dir))
+    if (members is None or nonmembers is None) and package.manifest.get("split", {}).get("recorded") is False:
+        raise InputError(f"expert {package.name!r} was imported ({package.manifest.get('source', {}).get('from', 'from another tool')}), "
+                         "so no training split was recorded: pass --members (texts it was trained on) and --nonmembers "
+                         "(texts from the same source it never saw)")
     members = members or local / "members.jsonl"
     nonmembers = nonmembers or local / "holdout.jsonl"
     for path, what in ((members, "members (the training split)"), (nonmembers, "non-members (the holdout split)")):
@@ -172,12 +180,15 @@ def run_attacks(
 
     target_path, target_record = _target(package, anchor, options)
     with export_for_transformers(target_path, anchor_dir=anchor.directory, exclude=list(options.exclude)) as target_dir:
-        target = attacks.load_causal_lm(target_dir, name=target_record["model"])
-        reference = attacks.load_causal_lm(anchor.directory, name="anchor")
+        target = attacks.load_causal_lm(target_dir, name=target_record["model"], device=placement.device,
+                                        dtype=placement.dtype)
+        reference = attacks.load_causal_lm(anchor.directory, name="anchor", device=placement.device,
+                                           dtype=placement.dtype)
         context = anchor.config.max_seq_len
 
         t = time.perf_counter()
-        scoring = dict(batch_size=options.batch_size, max_length=context, long_texts=options.long_texts, progress=progress)
+        scoring = dict(batch_size=options.batch_size, batch_tokens=options.batch_tokens, max_length=context,
+                       long_texts=options.long_texts, progress=progress)
         target_cache = attacks.score_texts(target, texts, **scoring)
         reference_cache = attacks.score_texts(reference, texts, **scoring)
         chosen = [a for a in MEMBERSHIP_ATTACKS if _selected(options, a)]
@@ -256,6 +267,8 @@ def run_attacks(
                           "items": len(items), "prompts": len(prompts)},
         "seconds": {k: round(v, 1) for k, v in seconds.items()},
         "target": target_record,
+        "device": str(placement.device),
+        "dtype": dtype_name(placement.dtype),
         **({"trace_evidence": evidence} if evidence is not None else {}),
     }
     return AuditRun(package=package, anchor_digest=anchor.root_digest, anchor_path=anchor.directory,

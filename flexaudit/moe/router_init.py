@@ -55,11 +55,11 @@ def _router_input_stats(model: FlexOlmo, tokenizer, texts: list[str]) -> tuple[t
     L, H = model.config.num_layers, model.config.hidden_size
     total, norms, count = torch.zeros(L, H, dtype=torch.float64), torch.zeros(L, dtype=torch.float64), 0
     for ids in encode_documents(tokenizer, texts):
-        x = torch.tensor([ids[:seq_len]])
+        x = torch.tensor([ids[:seq_len]], device=model.device)
         _, moe_inputs = model(x, return_moe_inputs=True)
         for layer, h in enumerate(moe_inputs):  # h: (1, T, H)
-            total[layer] += h[0].double().sum(0)
-            norms[layer] += h[0].double().norm(dim=-1).sum()
+            total[layer] += h[0].double().sum(0).cpu()
+            norms[layer] += h[0].double().norm(dim=-1).sum().cpu()
         count += x.shape[1]
     if count == 0:
         raise InputError("no tokens to initialise the router from")

@@ -27,7 +27,7 @@ from flexaudit.anchor import Anchor, load_anchor, local_dir, software_versions
 from flexaudit.checkpoint import read_hf_weights, read_json, read_safetensors, refuse_pickle
 from flexaudit.data import Document, load_documents
 from flexaudit.data.split import dataset_fingerprint, owner_home, owner_key, split_documents
-from flexaudit.privacy import Ledger, Segment, account, cross_check, default_delta, noise_multiplier_for
+from flexaudit.privacy import Ledger, Segment, account, default_delta, noise_multiplier_for
 from flexaudit.privacy.dpsgd import DPSettings, run_id_for, secret_seed, train_dp, unit_windows
 from flexaudit.digest import file_digests, root_digest, root_digest_of, text_sha256
 from flexaudit.errors import InputError, IntegrityError
@@ -406,15 +406,18 @@ def _train_private(model, anchor, members, canaries, options, settings, *, ident
                              description=f"expert {name} (DP)")
     history = [Segment(noise_multiplier=sigma, sample_rate=sample_rate, steps=settings.steps)]
     spent = account(history, delta=delta, accountant=dp.accountant)
-    check = cross_check(history, delta=delta, accountant=dp.accountant)
+    check = spent.cross_check(history)
     privacy = {
         "guarantee": "dp",
         "statement": f"({spent.epsilon:.3g}, {delta:g})-differential privacy for each {dp.unit}"
-        + (" (all records of one data subject)" if dp.unit == "subject" else ""),
+        + (" (all records of one data subject)" if dp.unit == "subject" else "")
+        + (f"; {spent.statement}" if spent.fell_back else ""),
         "epsilon": spent.epsilon,
         "delta": delta,
         "unit": dp.unit,
-        "accountant": check.to_dict()["accountant"],
+        "accountant": spent.to_dict()["accountant"],
+        "requested_accountant": dp.accountant,
+        "fallback": spent.to_dict()["fallback"],
         "sample_rate": sample_rate,
         "noise_multiplier": sigma,
         "steps": settings.steps,

@@ -212,14 +212,19 @@ def _hygiene_section(hygiene: Any) -> dict:
     return {"checks": {k: dict(v) for k, v in sorted(checks.items())}}
 
 
-def _accountant_name(acc: Any) -> str | None:
+def _accountant_name(acc: Any, fallback: Any = None) -> str | None:
+    """"name (library version)", plus how it came to produce the figure when the requested one failed."""
     if acc is None:
         return None
     if isinstance(acc, Mapping):
         name = acc.get("name") or acc.get("accountant") or "?"
         lib = " ".join(str(acc[k]) for k in ("library", "version") if acc.get(k))
-        return f"{name} ({lib})" if lib else str(name)
-    return str(acc)
+        text = f"{name} ({lib})" if lib else str(name)
+    else:
+        text = str(acc)
+    if isinstance(fallback, Mapping) and fallback.get("statement"):
+        text += f"; fallback: {fallback['statement']}"
+    return text
 
 
 def _first(block: Mapping, *names: str) -> Any:
@@ -230,21 +235,30 @@ def _first(block: Mapping, *names: str) -> Any:
 
 
 def _consumption(*, noise_multiplier, sample_rate, steps, delta) -> dict | None:
-    """Epsilon after each of ~12 points of training (RDP accountant): the budget-consumption figure."""
+    """Epsilon after each of ~12 points of training (RDP first, with the fallback chain): the budget figure.
+
+    RDP is cheap and analytic; should it fail at some point, the next accountant of the chain
+    (flexaudit.privacy.FALLBACK_ORDER) produces that point, and the point names it.
+    """
     try:
-        from flexaudit.privacy import epsilon
+        from flexaudit.privacy import account, segment
 
         steps = int(steps)
         marks = sorted({0, *(round(steps * i / 11) for i in range(1, 12))})
         points = [{"step": 0, "epsilon": 0.0}]
+        used: dict[str, str] = {}
         for s in marks[1:]:
-            points.append({"step": int(s), "epsilon": float(epsilon(sample_rate=float(sample_rate),
-                                                                  noise_multiplier=float(noise_multiplier),
-                                                                  steps=int(s), delta=float(delta),
-                                                                  accountant="rdp"))})
-        return {"accountant": "rdp (opacus)", "points": points,
-                "note": "epsilon after each step count at the stated delta, recomputed with the RDP accountant "
-                        "(an upper bound; the stated epsilon comes from the expert's own accountant)"}
+            seg = segment(noise_multiplier=float(noise_multiplier), sample_rate=float(sample_rate), steps=int(s))
+            r = account([seg], delta=float(delta), accountant="rdp")
+            acc = r.to_dict()["accountant"]
+            used.setdefault(r.accountant, f"{acc['name']} ({acc['library']})")
+            points.append({"step": int(s), "epsilon": float(r.epsilon), "accountant": r.accountant})
+        fell_back = sorted(set(used) - {"rdp"})
+        note = ("epsilon after each step count at the stated delta, recomputed with the RDP accountant "
+                "(an upper bound; the stated epsilon comes from the expert's own accountant)")
+        if fell_back:
+            note += f"; where RDP failed numerically, {', '.join(fell_back)} produced the point (each point names it)"
+        return {"accountant": ", ".join(used.values()), "points": points, "note": note}
     except Exception:  # the figure is optional; the stated epsilon stands on its own
         return None
 
@@ -261,7 +275,7 @@ def _guarantee_section(block: Mapping | None, budget: Mapping | None) -> dict:
                 "details": _finite(rest), "consumption": None, "budget": _finite(dict(budget)) if budget else None}
     delta = _first(block, "delta")
     unit = _first(block, "unit", "privacy_unit")
-    accountant = _accountant_name(_first(block, "accountant"))
+    accountant = _accountant_name(_first(block, "accountant"), block.get("fallback"))
     missing = [n for n, v in (("epsilon", eps), ("delta", delta), ("unit", unit), ("accountant", accountant))
                if v is None]
     if missing:

@@ -14,14 +14,15 @@ The audit command calls one function:
     write_report(audit_dir, report, figures=True)
 
 Input shapes (exactly what the attack library's `as_dict()` returns; the result objects are accepted too):
-  membership["target"]  MembershipReport.as_dict(): {"n_members", "n_nonmembers", "warnings",
-                        "results": {attack_id: MembershipResult.as_dict()}} on the model under audit (anchor +
+  membership["target"]  MembershipReport.as_dict(): {"n_members", "n_nonmembers", "warnings", "n_skipped",
+                        "skipped", "results": {attack_id: MembershipResult.as_dict()}} on the model under audit (anchor +
                         this expert), with the anchor as reference model;
   membership["anchor"]  the same on the anchor alone (Ref/RMIA then report "not_run": the chance level is
                         used as the anchor's figure), or None.
   extraction["target"] / ["anchor"]  a list of DiscoverableResult / SampledExtractionResult /
                         ProbabilisticExtractionResult / CanaryExposureResult / PiiLeakageResult dicts (or a
-                        dict keyed by attack_id). An attack that could not run is {"attack_id": ...,
+                        dict keyed by attack_id; each carries "n_skipped" and "skipped", the unusable documents,
+                        prompts or canaries it left out). An attack that could not run is {"attack_id": ...,
                         "status": "not_run", "reason": "..."}: a number is only ever a measured one.
   hygiene               BlindBaselineResult.as_dict(), a list of such, or a dict keyed by check_id.
   epsilon_lower_bounds  [EpsilonBound.as_dict() + {"source": attack id}] (e.g. metrics.epsilon_lower_bound_split
@@ -180,6 +181,8 @@ def _membership_section(membership: Any, redact: _Redactor, include_scores: bool
                               "citation": r.get("citation") or "", "target": clean(r),
                               "anchor": clean(anchor_results.get(attack_id))}
     return {"n_members": int(target["n_members"]), "n_nonmembers": int(target["n_nonmembers"]),
+            # texts the attack library left out of every membership attack (empty, one token, ...), by reason
+            "n_skipped": int(target.get("n_skipped") or 0), "skipped": dict(target.get("skipped") or {}),
             "warnings": list(target.get("warnings") or []), "anchor_warnings": list((anchor or {}).get("warnings") or []),
             "attacks": attacks}
 

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from .._progress import Progress, progress_or_null
+from .._usable import NO_TOKENS, partition
 from ..batching import DEFAULT_BATCH_TOKENS, run_batches
 from ..errors import InputError
 from ..model import CausalLM
@@ -131,15 +132,31 @@ def _pick(logits: torch.Tensor, sampling: SamplingConfig, generators: list[torch
     return choice if ids is None else ids.gather(-1, choice[:, None])[:, 0]
 
 
+class Generations(list):
+    """One entry per prompt, in order: its generated ids, or None for a prompt that was skipped as unusable.
+
+    `skipped` counts the skipped prompts by reason (`n_skipped` in all).
+    """
+
+    def __init__(self, items=(), *, skipped: dict[str, int] | None = None) -> None:
+        super().__init__(items)
+        self.skipped = dict(skipped or {})
+
+    @property
+    def n_skipped(self) -> int:
+        return sum(self.skipped.values())
+
+
 def generate(lm: CausalLM, prompts: Sequence[Sequence[int]], *, max_new_tokens: int,
              sampling: SamplingConfig = GREEDY, seeds: Sequence[int] | None = None, batch_size: int = 32,
              batch_tokens: int | None = DEFAULT_BATCH_TOKENS, stop_at_eos: bool = False,
-             progress: Progress | None = None) -> list[np.ndarray]:
+             progress: Progress | None = None) -> Generations:
     """Continues each prompt (token ids) by exactly `max_new_tokens` tokens.
 
     Args:
         lm: the model.
-        prompts: token-id lists (at least one token each).
+        prompts: token-id lists. A prompt with no tokens, or too long to leave room for `max_new_tokens` in
+            the context, is skipped (its entry is None) and counted in the result's `skipped`.
         max_new_tokens: tokens generated per prompt.
         sampling: GREEDY, PAPER_SAMPLING or another SamplingConfig.
         seeds: one seed per prompt (required for sampling; same seed => same sample).
@@ -152,26 +169,33 @@ def generate(lm: CausalLM, prompts: Sequence[Sequence[int]], *, max_new_tokens: 
         progress: optional progress object.
 
     Returns:
-        One int64 array of `max_new_tokens` generated ids per prompt (the prompt is not included).
+        `Generations`: one int64 array of `max_new_tokens` generated ids per usable prompt (the prompt is
+        not included), None for a skipped one.
+
+    Raises:
+        NothingUsable: no prompt is usable (or none was given).
     """
     if max_new_tokens < 1:
         raise InputError("max_new_tokens must be at least 1")
-    if not prompts:
-        return []
-    if any(len(p) == 0 for p in prompts):
-        raise InputError("every prompt needs at least one token")
+    prompts = list(prompts)
     if sampling.do_sample and (seeds is None or len(seeds) != len(prompts)):
         raise InputError("sampling needs one seed per prompt (seeds=...)")
-    if max(len(p) for p in prompts) + max_new_tokens > lm.context_length:
-        raise InputError(f"prompt plus {max_new_tokens} new tokens exceeds the model's context of "
-                         f"{lm.context_length} tokens")
+    room = lm.context_length - max_new_tokens
+    if room < 1:
+        raise InputError(f"{max_new_tokens} new tokens leave no room for a prompt in the model's context of "
+                         f"{lm.context_length} tokens: lower max_new_tokens")
+    usable = partition(prompts, lambda i, p: NO_TOKENS if len(p) == 0 else (
+        f"longer than the {room} tokens the context leaves" if len(p) > room else None))
+    usable.require("prompts", f"pass prompts of 1 to {room} tokens (the model's context is {lm.context_length} "
+                              f"tokens, {max_new_tokens} of them for the new tokens)")
     eos = lm.tokenizer.eos_token_id
     if stop_at_eos and eos is None:
         stop_at_eos = False
     forward = _Forward(lm.model)
-    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]), reverse=True)  # little left padding
-    results: list[np.ndarray | None] = [None] * len(prompts)
-    task = progress_or_null(progress).task(f"decoding {len(prompts)} prompts", total=len(prompts))
+    order = sorted(usable.kept, key=lambda i: len(prompts[i]), reverse=True)  # little left padding
+    results = Generations([None] * len(prompts), skipped=usable.skipped)
+    task = progress_or_null(progress).task(f"decoding {len(order)} prompts", total=len(order))
+
     def run(start: int, stop: int) -> None:
         rows = order[start:stop]
         generators = None
@@ -189,7 +213,7 @@ def generate(lm: CausalLM, prompts: Sequence[Sequence[int]], *, max_new_tokens: 
                         max_tokens=batch_tokens, what="prompt")
     finally:
         task.close()
-    return results  # type: ignore[return-value]
+    return results
 
 
 def _decode_batch(forward: _Forward, device, prompts, max_new_tokens, sampling, generators, eos):

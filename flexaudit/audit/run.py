@@ -10,6 +10,10 @@ copies, `<package>.local/members.jsonl` and `holdout.jsonl`, unless given): the 
 construction, which the blind baseline checks. `run_attacks` returns the results (AuditRun); flexaudit.report
 turns them into report.json (counts, rates, intervals and keyed hashes; raw text only with reveal), and
 flexaudit.workflows.run_audit does the whole job, tracing extracted text to the owner's documents when asked.
+
+Unusable texts (one token, no extraction window, ...) are skipped by the attack library and counted in each
+result (`n_skipped`, `skipped`); the report shows the counts. An extraction attack left with no usable document,
+prompt or canary is recorded as not run, with the reason and the counts, and the audit goes on.
 """
 
 from __future__ import annotations
@@ -136,6 +140,18 @@ def _selected(options: AuditOptions, attack_id: str) -> bool:
     return options.attacks is None or attack_id in options.attacks
 
 
+def _attempt(attack_id: str, attack, *args, **kwargs):
+    """`attack(*args, **kwargs)`; or, when none of its documents, prompts or canaries was usable, a not-run
+    record that says why and carries the counts (the report shows them; the rest of the audit goes on)."""
+    import attacks
+
+    try:
+        return attack(*args, **kwargs)
+    except attacks.NothingUsable as exc:
+        return {"attack_id": attack_id, "status": "not_run", "reason": exc.message, "n_skipped": exc.n_skipped,
+                "skipped": exc.skipped}
+
+
 def run_attacks(
     expert_dir: Path,
     *,
@@ -217,35 +233,38 @@ def run_attacks(
         for side, lm in (("target", target), ("anchor", reference)):
             runs = extraction[side]
             if _selected(options, "FA-EXT-DISC"):
-                runs.append(attacks.discoverable_extraction(lm, attacked, prefix_len=prefix, suffix_len=suffix,
-                                                            seed=options.seed, reveal=options.reveal, progress=progress))
+                runs.append(_attempt("FA-EXT-DISC", attacks.discoverable_extraction, lm, attacked, prefix_len=prefix,
+                                     suffix_len=suffix, seed=options.seed, reveal=options.reveal, progress=progress))
             if _selected(options, "FA-EXT-SAMPLED"):
-                runs.append(attacks.sampled_extraction(lm, attacked, prefix_len=prefix, window_len=window,
-                                                       n_samples=options.samples_per_prefix, seed=options.seed,
-                                                       reveal=options.reveal, progress=progress))
+                runs.append(_attempt("FA-EXT-SAMPLED", attacks.sampled_extraction, lm, attacked, prefix_len=prefix,
+                                     window_len=window, n_samples=options.samples_per_prefix, seed=options.seed,
+                                     reveal=options.reveal, progress=progress))
             if _selected(options, "FA-EXT-PROB"):
-                runs.append(attacks.probabilistic_extraction(lm, attacked, prefix_len=prefix, suffix_len=suffix,
-                                                             seed=options.seed, progress=progress))
+                runs.append(_attempt("FA-EXT-PROB", attacks.probabilistic_extraction, lm, attacked, prefix_len=prefix,
+                                     suffix_len=suffix, seed=options.seed, progress=progress))
             if _selected(options, "FA-EXT-CANARY"):
                 if canaries:
-                    runs.append(attacks.canary_exposure(lm, canaries, seed=options.seed, reveal=options.reveal,
-                                                        hash_key=key, progress=progress))
+                    runs.append(_attempt("FA-EXT-CANARY", attacks.canary_exposure, lm, canaries, seed=options.seed,
+                                         reveal=options.reveal, hash_key=key, progress=progress))
                 elif side == "target":
                     runs.append({"attack_id": "FA-EXT-CANARY", "status": "not_run",
                                  "reason": "the expert was trained without canaries (expert train --canaries N)"})
             if _selected(options, "FA-EXT-PII"):
                 if len(items) >= MIN_PERSONAL_ITEMS and prompts:
-                    runs.append(attacks.pii_leakage(lm, items, prompts, max_new_tokens=pii_new_tokens, seed=options.seed,
-                                                    reveal=options.reveal, hash_key=key, progress=progress))
+                    runs.append(_attempt("FA-EXT-PII", attacks.pii_leakage, lm, items, prompts,
+                                         max_new_tokens=pii_new_tokens, seed=options.seed, reveal=options.reveal,
+                                         hash_key=key, progress=progress))
                 elif side == "target":
                     runs.append({"attack_id": "FA-EXT-PII", "status": "not_run",
                                  "reason": f"{len(items)} personal-data items found in the training texts audited, "
                                            f"fewer than {MIN_PERSONAL_ITEMS}: no leakage rate to measure"})
         seconds["extraction"] = time.perf_counter() - t
         evidence = None
-        if tracer is not None and extraction["target"] and _selected(options, "FA-EXT-DISC"):
+        discoverable = next((r for r in extraction["target"]
+                             if isinstance(r, attacks.extraction.DiscoverableResult)), None)
+        if tracer is not None and discoverable is not None:
             t = time.perf_counter()
-            evidence = tracer(target, anchor.tokenizer, attacked, extraction["target"][0], prefix=prefix, suffix=suffix)
+            evidence = tracer(target, anchor.tokenizer, attacked, discoverable, prefix=prefix, suffix=suffix)
             seconds["tracing"] = time.perf_counter() - t
 
     hygiene = attacks.blind_baseline(member_texts, nonmember_texts, seed=options.seed)

@@ -36,7 +36,7 @@ from flexaudit.moe.router_init import router_rows
 from flexaudit.moe.tokenizer import encode_documents
 from flexaudit.moe.training import PackedStream, RouterContrastStream, TrainSettings, train
 from flexaudit.names import check_expert_name, check_name
-from flexaudit.privacy.accountants import account, cross_check, default_delta, noise_multiplier_for
+from flexaudit.privacy.accountants import account, default_delta, noise_multiplier_for
 from flexaudit.privacy.dpsgd import DPSettings, run_id_for, secret_seed, train_dp, unit_windows
 from flexaudit.privacy.ledger import Ledger, Segment
 from flexaudit.progress import NULL_PROGRESS, Progress
@@ -301,15 +301,18 @@ def _train_private(model, anchor, members, canaries, options, settings, *, ident
                              progress=progress, description=f"expert {name} (DP)")
     history = [Segment(noise_multiplier=sigma, sample_rate=sample_rate, steps=settings.steps)]
     spent = account(history, delta=delta, accountant=dp.accountant)
-    check = cross_check(history, delta=delta, accountant=dp.accountant)
+    check = spent.cross_check(history)
     privacy = {
         "guarantee": "dp",
         "statement": f"({spent.epsilon:.3g}, {delta:g})-differential privacy for each {dp.unit}"
-        + (" (all records of one data subject)" if dp.unit == "subject" else ""),
+        + (" (all records of one data subject)" if dp.unit == "subject" else "")
+        + (f"; {spent.statement}" if spent.fell_back else ""),
         "epsilon": spent.epsilon,
         "delta": delta,
         "unit": dp.unit,
-        "accountant": check.to_dict()["accountant"],
+        "accountant": spent.to_dict()["accountant"],
+        "requested_accountant": dp.accountant,
+        "fallback": spent.to_dict()["fallback"],
         "sample_rate": sample_rate,
         "noise_multiplier": sigma,
         "steps": settings.steps,

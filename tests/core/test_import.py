@@ -63,8 +63,8 @@ def _write_checkpoint(out: Path, *, experts: int, dtype: torch.dtype, layout: st
 @pytest.fixture(scope="module")
 def sources(tmp_path_factory):
     root = tmp_path_factory.mktemp("foreign")
-    pool = _write_checkpoint(root / "pool", experts=3, dtype=torch.bfloat16, layout="per-expert", seed=1)
-    owner = _write_checkpoint(root / "owner", experts=2, dtype=torch.float16, layout="fused", seed=2)
+    _write_checkpoint(root / "pool", experts=3, dtype=torch.bfloat16, layout="per-expert", seed=1)
+    _write_checkpoint(root / "owner", experts=2, dtype=torch.float16, layout="fused", seed=2)
     from flexaudit.data.builtin import build_domain
 
     records = build_domain("public", n_documents=48, seed=9)

@@ -15,6 +15,8 @@ is its own:
           anchor + the expert and on the anchor, against a bare forward pass of both models over the same texts
           in the same batches: tokens/s, the fraction of the bare forward, peak memory
   scale   the scoring pass on N and 2N texts: the time ratio (about 2 when the cost is linear in the texts)
+  agree   anchor + the expert in bfloat16, flexaudit's own forward pass against plain transformers' on the same
+          texts: the largest logit difference (the bfloat16 tolerance the README states), and float32's
 
 Peak memory is the process's peak resident set (CPU) or torch's peak allocated memory (CUDA). The fp32 and
 bf16 matrix-multiply peaks are measured in the same run, so times compare across machines.
@@ -203,7 +205,32 @@ def phase_scale(args, work: Path) -> dict:
     return {"seconds_by_texts": seconds, "ratio_2x_texts": seconds[2 * args.texts] / seconds[args.texts]}
 
 
-PHASES = {"make": phase_make, "import": phase_import, "score": phase_score, "scale": phase_scale}
+def phase_agree(args, work: Path) -> dict:
+    import torch
+
+    from flexaudit.moe.checkpoint import load_flexolmo
+
+    placement, exported, target, _ = _models(args, work)
+    ids = torch.tensor([t[: args.seq_len] for t in target.encode(_texts(4))], device=placement.device)
+    out = {}
+    with torch.inference_mode():
+        theirs = target.model(input_ids=ids, use_cache=False).logits.float()
+        ours = load_flexolmo(exported.name, device=placement.device, dtype=torch.bfloat16)(ids).float()
+        out["bfloat16_max_abs_logit_diff"] = (ours - theirs).abs().max().item()
+        out["bfloat16_mean_abs_logit_diff"] = (ours - theirs).abs().mean().item()
+        out["max_abs_logit"] = theirs.abs().max().item()
+        del ours, theirs, target
+        import attacks
+
+        target32 = attacks.load_causal_lm(exported.name, device=placement.device, dtype=torch.float32)
+        theirs = target32.model(input_ids=ids, use_cache=False).logits
+        ours = load_flexolmo(exported.name, device=placement.device, dtype=torch.float32)(ids)
+        out["float32_max_abs_logit_diff"] = (ours - theirs).abs().max().item()
+    exported.cleanup()
+    return out
+
+
+PHASES = {"make": phase_make, "import": phase_import, "score": phase_score, "scale": phase_scale, "agree": phase_agree}
 
 
 def main() -> None:

@@ -22,6 +22,11 @@ optional progress object (`task(description, total) -> advance(n, **fields) / cl
     blind_baseline(members, nonmembers).warning
     metrics.tpr_at_fpr(member_scores, nonmember_scores, fpr=0.01)
 
+Every function that takes many texts, prompts or canaries skips the unusable ones (an empty or one-token
+text, a document shorter than the attack's window, a prompt with no room in the context, a malformed
+canary), counts them in its result (`n_skipped`, and `skipped`: reason -> count, also in `as_dict()`), and
+raises `NothingUsable` only when nothing usable is left.
+
 Attack IDs (stable; reports and policies refer to them): FA-MIA-LOSS, FA-MIA-ZLIB, FA-MIA-MINK,
 FA-MIA-MINKPP, FA-MIA-REF, FA-MIA-RMIA, FA-MIA-LIRA (membership, higher score = member);
 FA-EXT-DISC, FA-EXT-SAMPLED, FA-EXT-PROB, FA-EXT-CANARY, FA-EXT-PII (extraction); FA-HYG-BLIND
@@ -29,7 +34,7 @@ FA-EXT-DISC, FA-EXT-SAMPLED, FA-EXT-PROB, FA-EXT-CANARY, FA-EXT-PII (extraction)
 """
 
 from . import metrics
-from .errors import AttackError, InputError, IntegrityError, MissingAttackInput
+from .errors import AttackError, InputError, IntegrityError, MissingAttackInput, NothingUsable
 from .extraction import (
                          BENCHMARK_50_50,
                          DEFAULT_TEMPLATE,
@@ -37,6 +42,7 @@ from .extraction import (
                          PAPER_SAMPLING,
                          PYTHIA_32_32,
                          Canary,
+                         Generations,
                          PersonalItem,
                          SamplingConfig,
                          canary_exposure,
@@ -60,11 +66,11 @@ __all__ = [
     "run_membership", "MembershipReport", "MembershipResult", "MembershipContext",
     # extraction
     "discoverable_extraction", "sampled_extraction", "probabilistic_extraction", "canary_exposure",
-    "make_canaries", "Canary", "pii_leakage", "PersonalItem", "generate", "SamplingConfig", "GREEDY",
+    "make_canaries", "Canary", "pii_leakage", "PersonalItem", "generate", "Generations", "SamplingConfig", "GREEDY",
     "PAPER_SAMPLING", "BENCHMARK_50_50", "PYTHIA_32_32", "DEFAULT_TEMPLATE",
     # hygiene and metrics
     "blind_baseline", "BlindBaselineResult", "metrics",
     # registry and errors
     "AttackSpec", "register_attack", "get_attack", "list_attacks", "AttackError", "InputError", "IntegrityError",
-    "MissingAttackInput",
+    "MissingAttackInput", "NothingUsable",
 ]

@@ -43,4 +43,21 @@ class MissingAttackInput(InputError):
     """
 
 
-__all__ = ["AttackError", "InputError", "IntegrityError", "MissingAttackInput"]
+class NothingUsable(InputError):
+    """Every item of a batch (texts, prompts, canaries) was unusable, so there is nothing to measure.
+
+    Raised only then: a batch with some usable items is attacked on those, and the result counts the rest
+    (`n_skipped`, `skipped`). `skipped` maps each reason to how many items had it; `n_items` is the batch size.
+    """
+
+    def __init__(self, message: str, *, skipped: dict[str, int], n_items: int):
+        super().__init__(message)
+        self.skipped = dict(skipped)
+        self.n_items = n_items
+
+    @property
+    def n_skipped(self) -> int:
+        return sum(self.skipped.values())
+
+
+__all__ = ["AttackError", "InputError", "IntegrityError", "MissingAttackInput", "NothingUsable"]

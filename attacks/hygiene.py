@@ -10,21 +10,23 @@ cross-validated AUC. Ours is an L2-regularised logistic regression (numpy + scip
   * hashed bag-of-words and character 3-grams (CRC32 into `n_buckets`, log1p counts, L2-normalised);
 the AUC is computed on pooled out-of-fold predictions of stratified k-fold cross-validation. An AUC
 above `warn_above` (default 0.6) raises a warning: the membership numbers are then not trustworthy.
-With a recorded random train/holdout split (our case) the AUC should be close to 0.5.
+With a recorded random train/holdout split (our case) the AUC should be close to 0.5. Items that are no
+text, or are empty, carry nothing to classify: they are skipped and counted (`n_skipped`, `skipped`).
 """
 
 from __future__ import annotations
 
 import re
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Sequence
 
 import numpy as np
 from scipy import optimize, special
 
 from . import metrics
-from .errors import InputError
+from ._usable import describe, merge, partition, prefixed, skip_fields, text_reason
+from .errors import NothingUsable
 
 _WORD = re.compile(r"\w+", re.UNICODE)
 
@@ -40,10 +42,16 @@ class BlindBaselineResult:
     folds: int
     warn_above: float
     warning: str | None
+    skipped: dict[str, int] = field(default_factory=dict)  # texts left out ("member: ...", "non-member: ...")
+
+    @property
+    def n_skipped(self) -> int:
+        return sum(self.skipped.values())
 
     def as_dict(self) -> dict:
         return {"check_id": self.check_id, "auc": self.auc, "auc_ci": self.auc_ci.as_dict(),
                 "fold_aucs": list(self.fold_aucs), "n_members": self.n_members, "n_nonmembers": self.n_nonmembers,
+                **skip_fields(self.skipped),
                 "folds": self.folds, "warn_above": self.warn_above, "warning": self.warning,
                 "classifier": "logistic regression on length, character-class and hashed word/char-3-gram features"}
 
@@ -87,12 +95,25 @@ def _fit_logistic(x: np.ndarray, y: np.ndarray, l2: float) -> np.ndarray:
 def blind_baseline(member_texts: Sequence[str], nonmember_texts: Sequence[str], *, folds: int = 5,
                    seed: int = 0, l2: float = 1e-2, n_buckets: int = 2048, warn_above: float = 0.6,
                    n_bootstrap: int = 1000, alpha: float = 0.05) -> BlindBaselineResult:
-    """Cross-validated AUC of a model-free member/non-member classifier; warns when it is high."""
-    texts = list(member_texts) + list(nonmember_texts)
+    """Cross-validated AUC of a model-free member/non-member classifier; warns when it is high.
+
+    Raises:
+        NothingUsable: fewer than 2 usable members or non-members (the message counts the skipped).
+    """
+    sides = []
+    for label, given in (("member", list(member_texts)), ("non-member", list(nonmember_texts))):
+        part = partition(given, lambda i, t: text_reason(t))
+        sides.append(([given[i] for i in part.kept], prefixed(label, part.skipped)))
+    (member_texts, member_skipped), (nonmember_texts, nonmember_skipped) = sides
+    skipped = merge(member_skipped, nonmember_skipped)
+    texts = member_texts + nonmember_texts
     y = np.r_[np.ones(len(member_texts)), np.zeros(len(nonmember_texts))]
     smaller = int(min(len(member_texts), len(nonmember_texts)))
     if smaller < 2:
-        raise InputError("the blind baseline needs at least 2 members and 2 non-members")
+        left = f"; skipped: {describe(skipped)}" if skipped else ""
+        raise NothingUsable(f"the blind baseline needs at least 2 usable members and 2 usable non-members, got "
+                            f"{len(member_texts)} and {len(nonmember_texts)}{left}: pass non-empty texts",
+                            skipped=skipped, n_items=len(texts) + sum(skipped.values()))
     folds = max(2, min(folds, smaller))
     dense, grams = text_features(texts, n_buckets=n_buckets)
     rng = np.random.default_rng(seed)
@@ -119,4 +140,4 @@ def blind_baseline(member_texts: Sequence[str], nonmember_texts: Sequence[str], 
         check_id="FA-HYG-BLIND", auc=auc,
         auc_ci=metrics.bootstrap_auc_ci(oof[y == 1], oof[y == 0], n_boot=n_bootstrap, alpha=alpha, seed=seed),
         fold_aucs=fold_aucs, n_members=len(member_texts), n_nonmembers=len(nonmember_texts), folds=folds,
-        warn_above=warn_above, warning=warning)
+        warn_above=warn_above, warning=warning, skipped=skipped)

@@ -26,6 +26,7 @@ from typing import Sequence
 import numpy as np
 from scipy import special, stats
 
+from ._usable import NON_FINITE, partition, skip_fields
 from .errors import InputError
 
 DEFAULT_FPRS = (0.1, 0.01, 0.001)
@@ -113,7 +114,9 @@ def _scores(member_scores, nonmember_scores) -> tuple[np.ndarray, np.ndarray]:
     if m.size == 0 or n.size == 0:
         raise InputError("membership metrics need at least one member and one non-member score")
     if not (np.all(np.isfinite(m)) and np.all(np.isfinite(n))):
-        raise InputError("membership scores contain NaN or infinite values")
+        bad = int(np.sum(~np.isfinite(m)) + np.sum(~np.isfinite(n)))
+        raise InputError(f"{bad} of {m.size + n.size} membership scores are NaN or infinite: leave them out "
+                         "(run_membership does, and counts them)")
     return m, n
 
 
@@ -345,11 +348,18 @@ def epsilon_one_run(scores, is_member, *, delta: float = 0.0, beta: float = 0.05
     With k_pos and k_neg given, that single guess set is used (pre-registered). Without them, k_pos =
     k_neg = k is tried on a small grid and the confidence is Bonferroni-corrected (beta / grid size),
     so the reported bound stays valid despite the choice.
+
+    A canary whose score is not finite or whose flag is unknown (None) is skipped; the bound's details
+    count them (`n_skipped`, `skipped`). Raises NothingUsable when no canary is left.
     """
-    s = np.asarray(scores, dtype=np.float64).ravel()
-    lab = np.asarray(is_member, dtype=bool).ravel()
-    if s.size != lab.size or s.size == 0:
-        raise InputError("epsilon_one_run needs one membership flag per canary score, and at least one canary")
+    raw_s, raw_lab = list(np.asarray(scores, dtype=np.float64).ravel()), list(np.asarray(is_member, dtype=object).ravel())
+    if len(raw_s) != len(raw_lab):
+        raise InputError("epsilon_one_run needs one membership flag per canary score")
+    usable = partition(raw_s, lambda i, x: NON_FINITE if not math.isfinite(x) else (
+        "inclusion unknown" if raw_lab[i] is None else None))
+    usable.require("canaries", "pass finite scores and the inclusion flag of every canary")
+    s = np.asarray([raw_s[i] for i in usable.kept])
+    lab = np.asarray([bool(raw_lab[i]) for i in usable.kept])
     m = s.size
     order = np.argsort(-s, kind="mergesort")
     ranked = lab[order]
@@ -372,7 +382,7 @@ def epsilon_one_run(scores, is_member, *, delta: float = 0.0, beta: float = 0.05
         eps = one_run_epsilon(m=m, r=kp + kn, v=correct(kp, kn), delta=delta, beta=beta)
     return EpsilonBound(epsilon=eps, delta=delta, confidence=1 - beta, method=method,
                         details={"m": m, "k_pos": kp, "k_neg": kn, "guesses": kp + kn,
-                                 "correct": correct(kp, kn), "beta_per_test": level})
+                                 "correct": correct(kp, kn), "beta_per_test": level, **skip_fields(usable.skipped)})
 
 
 def _k_grid(m: int) -> list[tuple[int, int]]:

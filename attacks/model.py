@@ -64,7 +64,10 @@ class CausalLM:
 
     def encode(self, texts: list[str]) -> list[list[int]]:
         """Token ids per text, with the tokenizer's own special-token convention, never truncated."""
-        return [list(ids) for ids in self.tokenizer(list(texts), add_special_tokens=True)["input_ids"]]
+        texts = list(texts)
+        if not texts:  # transformers' batch call fails on an empty batch
+            return []
+        return [list(ids) for ids in self.tokenizer(texts, add_special_tokens=True)["input_ids"]]
 
     def decode(self, ids: Any) -> str:
         return self.tokenizer.decode(list(ids), skip_special_tokens=True)

@@ -20,6 +20,11 @@ Batching: texts are tokenised once, sorted by length (so a batch holds similar l
 padding), right-padded with an attention mask (under a causal mask, padding *after* the real tokens
 cannot influence them, so batched scores equal per-text scores up to float rounding).
 
+Unusable texts (not a string, or fewer than 2 tokens: nothing predicts the first token, so a one-token text has
+no score) are skipped and counted (`cache.n_skipped`, `cache.skipped`: reason -> count); `cache.source_index[i]`
+is the position in the given list of the i-th scored text, so labels given per input text still line up
+(`run_membership` does that). Only a batch with no scorable text raises (`NothingUsable`).
+
 Texts longer than the context (`max_length`, default the model's `max_position_embeddings`):
   * `long_texts="truncate"` (default): only the first `max_length` tokens are scored, and
     `cache.truncated[i]` says so; zlib sizes and byte counts then refer to that scored span.
@@ -34,7 +39,7 @@ from __future__ import annotations
 import hashlib
 import json
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
@@ -42,6 +47,8 @@ import numpy as np
 import torch
 
 from ._progress import Progress, progress_or_null
+from ._usable import NOT_TEXT, TOO_SHORT_TO_SCORE, only_texts, partition
+from .batching import DEFAULT_BATCH_TOKENS, run_batches
 from .errors import InputError
 from .model import CausalLM
 
@@ -77,10 +84,24 @@ class ScoreCache:
     tokenizer_fingerprint: str = ""
     max_length: int = 0
     long_texts: str = "truncate"
+    source_index: np.ndarray | None = None   # int64: position of each scored text in the list given to score_texts
+    n_input: int | None = None               # how many texts were given to score_texts
+    skipped: dict[str, int] = field(default_factory=dict)  # unusable texts left out: reason -> count
+
+    def __post_init__(self) -> None:
+        if self.source_index is None:
+            self.source_index = np.arange(len(self.text_sha256), dtype=np.int64)
+        if self.n_input is None:
+            self.n_input = len(self.text_sha256) + self.n_skipped
 
     # ---------------------------------------------------------------- accessors
     def __len__(self) -> int:
         return len(self.text_sha256)
+
+    @property
+    def n_skipped(self) -> int:
+        """Texts given to score_texts that were left out as unusable (see `skipped`)."""
+        return sum(self.skipped.values())
 
     @property
     def has_stats(self) -> bool:
@@ -146,13 +167,15 @@ class ScoreCache:
             scored_bytes=self.scored_bytes[idx], zlib_bytes=self.zlib_bytes[idx],
             truncated=self.truncated[idx], model_name=self.model_name,
             tokenizer_fingerprint=self.tokenizer_fingerprint, max_length=self.max_length,
-            long_texts=self.long_texts)
+            long_texts=self.long_texts, source_index=self.source_index[idx], n_input=self.n_input,
+            skipped=dict(self.skipped))
 
     # ---------------------------------------------------------------- persistence (no pickle)
     def save(self, path: str | Path) -> None:
         """Writes an `.npz` (plain arrays + JSON metadata; loadable with allow_pickle=False)."""
         meta = {"model_name": self.model_name, "tokenizer_fingerprint": self.tokenizer_fingerprint,
-                "max_length": self.max_length, "long_texts": self.long_texts, "format": 1}
+                "max_length": self.max_length, "long_texts": self.long_texts, "format": 2,
+                "n_input": self.n_input, "skipped": self.skipped}
         empty = np.zeros(0)
         np.savez(path, text_sha256=np.array(self.text_sha256, dtype="U64"),
                  token_ids_flat=self.token_ids_flat, token_offsets=self.token_offsets,
@@ -160,7 +183,8 @@ class ScoreCache:
                  mu_flat=self.mu_flat if self.has_stats else empty,
                  var_flat=self.var_flat if self.has_stats else empty,
                  has_stats=np.array(self.has_stats), scored_bytes=self.scored_bytes,
-                 zlib_bytes=self.zlib_bytes, truncated=self.truncated, meta=np.array(json.dumps(meta)))
+                 zlib_bytes=self.zlib_bytes, truncated=self.truncated, source_index=self.source_index,
+                 meta=np.array(json.dumps(meta)))
 
     @classmethod
     def load(cls, path: str | Path) -> "ScoreCache":
@@ -176,7 +200,10 @@ class ScoreCache:
                            scored_bytes=z["scored_bytes"], zlib_bytes=z["zlib_bytes"],
                            truncated=z["truncated"], model_name=meta["model_name"],
                            tokenizer_fingerprint=meta["tokenizer_fingerprint"],
-                           max_length=int(meta["max_length"]), long_texts=meta["long_texts"])
+                           max_length=int(meta["max_length"]), long_texts=meta["long_texts"],
+                           # format 1 files predate skipping: every given text was scored, in order
+                           source_index=z["source_index"] if "source_index" in z.files else None,
+                           n_input=meta.get("n_input"), skipped=dict(meta.get("skipped") or {}))
         except (OSError, KeyError, ValueError) as exc:
             raise InputError(f"{path} is not a ScoreCache file written by ScoreCache.save: {exc}") from exc
 
@@ -254,49 +281,62 @@ def _to_numpy(parts: list[torch.Tensor]) -> np.ndarray:
 
 def score_texts(lm: CausalLM, texts: Sequence[str], *, batch_size: int = 16, max_length: int | None = None,
                 long_texts: str = "truncate", stride: int | None = None, stats: bool = True,
-                progress: Progress | None = None) -> ScoreCache:
+                batch_tokens: int | None = DEFAULT_BATCH_TOKENS, progress: Progress | None = None) -> ScoreCache:
     """Scores every text with one batched, padding-aware forward pass per batch.
 
     Args:
         lm: the model (see `load_causal_lm`).
-        texts: the texts; each must have at least 2 tokens.
-        batch_size: rows per forward pass.
+        texts: the texts. Items that are not strings or have fewer than 2 tokens are skipped and counted
+            (`n_skipped`, `skipped`); `source_index` maps the scored texts back to this list.
+        batch_size: at most this many rows per forward pass.
         max_length: context length used (default and maximum: the model's context length).
         long_texts: "truncate" or "window" (see the module docstring).
         stride: window stride for long_texts="window" (default max_length // 2).
         stats: also compute the Min-K%++ moments (mu, var); costs an exp over the vocabulary per token.
+        batch_tokens: at most this many padded tokens per forward pass (None: no limit); a pass that runs
+            out of memory is retried with half as many (see `attacks.batching`).
         progress: optional progress object (`task(description, total)`), advanced per batch.
 
     Returns:
-        A `ScoreCache` aligned with `texts`.
+        A `ScoreCache` of the usable texts, in the given order.
+
+    Raises:
+        NothingUsable: no text can be scored (or none was given).
     """
-    texts = list(texts)
+    given = list(texts)
     context = lm.context_length
     max_length = min(int(max_length or context), context)
     if max_length < 2:
         raise InputError("max_length must be at least 2 tokens")
     if batch_size < 1:
         raise InputError("batch_size must be at least 1")
-    ids = lm.encode(texts)
-    too_short = [i for i, t in enumerate(ids) if len(t) < 2]
-    if too_short:
-        raise InputError(f"{len(too_short)} text(s) have fewer than 2 tokens (first at index {too_short[0]}) "
-                         "and cannot be scored; remove empty or one-word texts")
+    all_ids = lm.encode(only_texts(given))
+    usable = partition(given, lambda i, t: NOT_TEXT if not isinstance(t, str)
+                       else (TOO_SHORT_TO_SCORE if len(all_ids[i]) < 2 else None))
+    usable.require("texts", "pass texts of at least 2 tokens (the first token is never scored)")
+    texts = [given[i] for i in usable.kept]
+    ids = [all_ids[i] for i in usable.kept]
     rows = plan_rows([len(t) for t in ids], max_length=max_length, long_texts=long_texts, stride=stride)
     order = sorted(range(len(rows)), key=lambda r: rows[r].end - rows[r].start, reverse=True)
     per_row: dict[int, tuple] = {}
     task = progress_or_null(progress).task(f"scoring {len(texts)} texts with {lm.name}", total=len(rows))
+
+    def run(start: int, stop: int) -> None:
+        batch = [rows[r] for r in order[start:stop]]
+        for j, result in enumerate(_score_batch(lm, ids, batch, stats)):
+            per_row[order[start + j]] = result
+        task.advance(len(batch), tokens=sum(r.end - r.start for r in batch))
+
     try:
         with torch.inference_mode():
-            for b in range(0, len(order), batch_size):
-                batch = [rows[r] for r in order[b:b + batch_size]]
-                for j, result in enumerate(_score_batch(lm, ids, batch, stats)):
-                    per_row[order[b + j]] = result
-                task.advance(len(batch), tokens=sum(r.end - r.start for r in batch))
+            run_batches([rows[r].end - rows[r].start for r in order], run, max_rows=batch_size,
+                        max_tokens=batch_tokens, what="text window")
     finally:
         task.close()
-    return _assemble(lm, texts, ids, rows, per_row, stats=stats, max_length=max_length,
-                     long_texts=long_texts)
+    cache = _assemble(lm, texts, ids, rows, per_row, stats=stats, max_length=max_length, long_texts=long_texts)
+    cache.source_index = np.asarray(usable.kept, dtype=np.int64)
+    cache.n_input, cache.skipped = len(given), usable.skipped
+    return cache
 
 
 def _score_batch(lm: CausalLM, ids: list[list[int]], batch: list[_Row], stats: bool) -> list[tuple]:

@@ -35,6 +35,7 @@ from flexaudit.data.builtin import write_domain
 from flexaudit.errors import FlexauditError, InputError
 from flexaudit.fsutil import atomic_write_json, atomic_write_text
 from flexaudit.moe.anchor import PRESETS, load_anchor, local_dir, train_anchor
+from flexaudit.moe.device import CPU_FLOAT32, Placement, dtype_name
 from flexaudit.moe.evaluate import perplexity
 from flexaudit.moe.expert import ExpertOptions, compose, load_package
 from flexaudit.moe.merge import merge, open_model
@@ -205,9 +206,11 @@ def run_demo(
     quick: bool = False,
     plan: DemoPlan | None = None,
     preset: str | None = None,
+    placement: Placement = CPU_FLOAT32,
     progress: Progress = NULL_PROGRESS,
 ) -> DemoResult:
-    """The whole main job on built-in data. `preset` replaces the plan's model size (the anchor presets)."""
+    """The whole main job on built-in data, every model on `placement`. `preset` replaces the plan's model size
+    (the anchor presets)."""
     import torch
 
     plan = plan or (DemoPlan.quick() if quick else DemoPlan.full())
@@ -217,8 +220,8 @@ def run_demo(
         plan = replace(plan, preset=preset)
     workdir = Path(workdir)
     _prepare_workdir(workdir)
-    machine = {"threads": torch.get_num_threads(), "cpus": os.cpu_count(),
-               "matmul_gflops_at_start": _machine_peak()}
+    machine = {"threads": torch.get_num_threads(), "cpus": os.cpu_count(), "device": str(placement.device),
+               "dtype": dtype_name(placement.dtype), "matmul_gflops_at_start": _machine_peak()}
     seconds: dict[str, float] = {}
     began = time.perf_counter()
 
@@ -239,7 +242,7 @@ def run_demo(
     anchor_dir = workdir / "anchor"
     progress.note(f"[2/{STEPS}] training the public anchor ({plan.preset}) on {public_data}")
     train_anchor([public_data], anchor_dir, preset=plan.preset, steps=plan.anchor_steps, seed=plan.seed,
-                 router_init=plan.router_init, overwrite=True, progress=progress)
+                 router_init=plan.router_init, overwrite=True, placement=placement, progress=progress)
     t = lap("anchor", t)
 
     # 3. one expert per owner, each with its own private state; clinical also with DP; a careless owner
@@ -250,7 +253,7 @@ def run_demo(
         train_expert(anchor_dir=anchor_dir, data=data / f"{d}.jsonl", name=d, out=experts[d],
                      options=_expert_options(plan), subject_field=None if d == "code" else "subject",
                      public_data=public_data if plan.public_negatives else None, overwrite=True, progress=progress,
-                     home=workdir / "owners" / d)
+                     home=workdir / "owners" / d, placement=placement)
     t = lap("experts", t)
     dp_name = f"{DP_DOMAIN}-dp"
     progress.note(f"[3/{STEPS}] the {DP_DOMAIN} owner trains a differentially private expert (target epsilon 8, "
@@ -261,9 +264,9 @@ def run_demo(
         options=_expert_options(plan, steps=plan.dp_steps, batch_size=plan.dp_batch, lr=5e-3,
                                 dp=DPOptions(target_epsilon=8.0, unit="subject", max_windows=2)),
         subject_field="subject", public_data=public_data if plan.public_negatives else None, overwrite=True,
-        progress=progress, home=workdir / "owners" / DP_DOMAIN)
+        progress=progress, home=workdir / "owners" / DP_DOMAIN, placement=placement)
     t = lap("dp_expert", t)
-    experts[LEAKY] = _train_leaky(workdir, plan, anchor_dir, data, public_data, progress)
+    experts[LEAKY] = _train_leaky(workdir, plan, anchor_dir, data, public_data, placement, progress)
     t = lap("leaky_expert", t)
     offered = [*EXPERT_DOMAINS, LEAKY]  # the DP expert is shown, not offered
 
@@ -277,13 +280,14 @@ def run_demo(
                           f"(the dense baseline of {name}, kept in {local_dir(experts[name])})")
             dense[name] = train_dense_baseline(experts[name], anchor_dir=anchor_dir,
                                                out=default_location(experts[name]), overwrite=True,
-                                               progress=progress).directory
+                                               placement=placement, progress=progress).directory
     t = lap("dense_baselines", t)
 
     # 5. audits, reports and the gate; the pool admits, in turn, only experts whose audit passes
     policy_path = _policy_file(workdir, plan)
-    registry, audits, pool_record = _apply(workdir, plan, anchor_dir, experts, offered, dense, policy_path, progress)
-    audits.update(_audit_one(workdir, plan, dp_name, experts[dp_name], anchor_dir, policy_path, progress))
+    registry, audits, pool_record = _apply(workdir, plan, anchor_dir, experts, offered, dense, policy_path, placement,
+                                           progress)
+    audits.update(_audit_one(workdir, plan, dp_name, experts[dp_name], anchor_dir, policy_path, placement, progress))
     audits = {name: audits[name] for name in [*EXPERT_DOMAINS, dp_name, LEAKY]}
     t = lap("audits", t)
 
@@ -293,13 +297,14 @@ def run_demo(
     pool_dir = workdir / "pool"
     progress.note(f"[6/{STEPS}] merging the pool's admitted experts into {pool_dir}")
     pool = merge(anchor_dir, pool_members(registry), pool_dir, top_k=plan.top_k, tune_router=plan.tune_router,
-                 public_data=public_data if plan.tune_router else None, overwrite=True, progress=progress)
+                 public_data=public_data if plan.tune_router else None, overwrite=True, placement=placement,
+                 progress=progress)
     pool_record["merged"] = str(pool.directory)
     pool_record["merged_experts"] = pool.expert_names
     t = lap("merge", t)
 
     # 7. the table: held-out text per domain (the anchor's holdout for public prose)
-    rows, in_pool = _method_table(plan, anchor_dir, experts, dp_name, pool, domains, progress)
+    rows, in_pool = _method_table(plan, anchor_dir, experts, dp_name, pool, domains, placement, progress)
     t = lap("evaluation", t)
     dp_block = dp_trained.manifest["privacy"]
     privacy = {
@@ -367,7 +372,7 @@ def _careless_file(domain_file: Path, n_records: int) -> list[str]:
     return [r for r, s in zip(rows, subjects) if s in chosen]
 
 
-def _train_leaky(workdir, plan, anchor_dir, data, public_data, progress) -> Path:
+def _train_leaky(workdir, plan, anchor_dir, data, public_data, placement, progress) -> Path:
     """A careless owner: a few customers' records, many passes over them."""
     small = data / f"{LEAKY}.jsonl"
     rows = _careless_file(data / "finance.jsonl", plan.leaky_documents)
@@ -379,7 +384,7 @@ def _train_leaky(workdir, plan, anchor_dir, data, public_data, progress) -> Path
                  options=_expert_options(plan, steps=plan.leaky_steps, lr=plan.leaky_lr,
                                          holdout_fraction=plan.leaky_holdout),
                  subject_field="subject", public_data=public_data if plan.public_negatives else None,
-                 overwrite=True, progress=progress, home=workdir / "owners" / LEAKY)
+                 overwrite=True, progress=progress, home=workdir / "owners" / LEAKY, placement=placement)
     return out
 
 
@@ -387,7 +392,8 @@ def _owner(name: str) -> str:
     return name.removesuffix("-dp")
 
 
-def _audit_one(workdir, plan, name: str, package: Path, anchor_dir: Path, policy_path: Path | None, progress, *,
+def _audit_one(workdir, plan, name: str, package: Path, anchor_dir: Path, policy_path: Path | None, placement,
+               progress, *,
                dense: Path | None = None, pool_experts: tuple[Path, ...] | None = None) -> dict:
     """Audit one expert, render its report and judge it: {name: headline figures, gate, report, table}."""
     from flexaudit.gate.engine import run_gate
@@ -402,7 +408,7 @@ def _audit_one(workdir, plan, name: str, package: Path, anchor_dir: Path, policy
     progress.note(f"[5/{STEPS}] auditing {name}: anchor + {name} against the anchor alone{compared}")
     audit_dir = workdir / "audits" / name
     result = run_audit(package, anchor_dir=anchor_dir, out=audit_dir, options=options,
-                       home=workdir / "owners" / _owner(name), progress=progress)
+                       home=workdir / "owners" / _owner(name), placement=placement, progress=progress)
     rendered = render_report(audit_dir, ("html", "md"))
     gate = run_gate(audit_dir, load_policy(policy_path), package_dir=package)
     atomic_write_json(audit_dir / "gate.json", gate.as_dict())
@@ -416,7 +422,7 @@ def _audit_one(workdir, plan, name: str, package: Path, anchor_dir: Path, policy
     }}
 
 
-def _apply(workdir, plan, anchor_dir, experts, offered, dense, policy_path, progress):
+def _apply(workdir, plan, anchor_dir, experts, offered, dense, policy_path, placement, progress):
     """The owners apply to the pool one after another: each audit compares the expert with the pool it would
     join (the experts admitted so far, plus it) and that pool without it; the pool admits it only on a pass."""
     from flexaudit.pool import admit, init_pool, pool_members
@@ -425,7 +431,7 @@ def _apply(workdir, plan, anchor_dir, experts, offered, dense, policy_path, prog
     init_pool(registry, policy_path=policy_path, anchor_dir=anchor_dir)
     audits, record = {}, {"admitted": [], "refused": {}}
     for name in offered:
-        audits.update(_audit_one(workdir, plan, name, experts[name], anchor_dir, policy_path, progress,
+        audits.update(_audit_one(workdir, plan, name, experts[name], anchor_dir, policy_path, placement, progress,
                                  dense=dense.get(name), pool_experts=tuple(pool_members(registry))))
         try:
             admit(registry, experts[name], workdir / "audits" / name)
@@ -440,19 +446,20 @@ def _apply(workdir, plan, anchor_dir, experts, offered, dense, policy_path, prog
     return registry, audits, record
 
 
-def _method_table(plan, anchor_dir, experts, dp_name, pool, domains, progress) -> tuple[dict[str, Row], list[str]]:
+def _method_table(plan, anchor_dir, experts, dp_name, pool, domains, placement,
+                  progress) -> tuple[dict[str, Row], list[str]]:
     holdout_files = {"public": local_dir(anchor_dir) / "holdout.jsonl"} | {
         d: local_dir(experts[d]) / "holdout.jsonl" for d in EXPERT_DOMAINS
     }
     holdout = {d: [doc.text for doc in load_documents(p)][: plan.eval_documents] for d, p in holdout_files.items()}
-    anchor = load_anchor(anchor_dir)
+    anchor = load_anchor(anchor_dir, placement=placement)
     models = {"anchor": ("anchor", anchor.model)}
     for d in [*EXPERT_DOMAINS, dp_name]:
         models[f"anchor + {d}"] = ("expert", compose(anchor, [load_package(experts[d], anchor=anchor)], top_k=2))
-    models["merged pool"] = ("pool", open_model(pool.directory)[0])
+    models["merged pool"] = ("pool", open_model(pool.directory, placement=placement)[0])
     in_pool = [d for d in EXPERT_DOMAINS if d in pool.expert_names]
     for d in in_pool:
-        models[f"pool without {d}"] = ("opt-out", open_model(pool.directory, exclude=[d])[0])
+        models[f"pool without {d}"] = ("opt-out", open_model(pool.directory, exclude=[d], placement=placement)[0])
     progress.note(f"[7/{STEPS}] evaluating {len(models)} models on {len(domains)} held-out domains")
     task = progress.task("evaluation", total=len(models) * len(domains))
     rows = {}

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from flexaudit.audit import AuditOptions, run_attacks
+from flexaudit.moe.device import CPU_FLOAT32, Placement
 from flexaudit.progress import NULL_PROGRESS, Progress
 from flexaudit.report import build_report, write_report
 
@@ -37,10 +38,12 @@ def run_audit(
     nonmembers: Path | None = None,
     options: AuditOptions = AuditOptions(),
     home: Path | None = None,
+    placement: Placement = CPU_FLOAT32,
     progress: Progress = NULL_PROGRESS,
 ) -> AuditResult:
     """Audit one expert and write AUDIT_DIR/report.json (and its figures); see flexaudit.audit.run_attacks for
-    what runs. Raises InputError (exit 2) or IntegrityError (exit 3) before anything is written."""
+    what runs (on `placement`). Raises InputError (exit 2) or IntegrityError (exit 3) before anything is
+    written."""
     tracer = None
     if options.trace_index is not None:
         from flexaudit.trace import open_index
@@ -49,7 +52,7 @@ def run_audit(
         tracer = ExtractionEvidence(open_index(options.trace_index), min_match=options.trace_min_match,
                                     reveal=options.reveal)
     run = run_attacks(expert_dir, anchor_dir=anchor_dir, members=members, nonmembers=nonmembers, options=options,
-                      home=home, tracer=tracer, progress=progress)
+                      home=home, tracer=tracer, placement=placement, progress=progress)
     report = build_report(
         run.package,
         anchor_digest=run.anchor_digest,

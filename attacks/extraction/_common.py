@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
+from .._usable import NOT_TEXT, Partition, only_texts, partition
 from ..errors import InputError
 
 
@@ -55,3 +56,24 @@ def choose_offsets(lengths: Sequence[int], need: int, offset: str | int, seed: i
         else:
             raise InputError(f"offset must be 'start', 'random' or a token index, not {offset!r}")
     return starts
+
+
+def document_windows(lm, texts: Sequence[Any], need: int, offset: str | int,
+                     seed: int) -> tuple[list[list[int]], list[int | None], Partition]:
+    """Token ids, window starts (None: skipped) and the usable documents of a batch for a `need`-token window.
+
+    A document is unusable when it is not a string, or has no `need`-token window (at `offset`); the partition
+    counts both, and raises NothingUsable (via `require`) only when no document is left.
+    """
+    ids = lm.encode(only_texts(texts))
+    starts = choose_offsets([len(t) for t in ids], need, offset, seed)
+    short = (f"shorter than the {need}-token window" if not isinstance(offset, int) or isinstance(offset, bool)
+             else f"shorter than token {offset} + the {need}-token window")
+    part = partition(texts, lambda i, t: NOT_TEXT if not isinstance(t, str) else (short if starts[i] is None else None))
+    part.require("documents", f"pass documents of at least {need} tokens, or shorter prefixes/suffixes")
+    return ids, [s if isinstance(t, str) else None for s, t in zip(starts, texts)], part
+
+
+def document_hash(text: Any) -> str | None:
+    """SHA-256 of a document, None for an item that is no text."""
+    return sha256(text) if isinstance(text, str) else None

@@ -20,11 +20,16 @@ log2 |R| (TF-Privacy `compute_exposure_extrapolation`).
 
 With canaries randomly included (probability 1/2, `make_canaries(..., include_prob=0.5)`) the same
 scores feed the one-run epsilon lower bound (Steinke et al. 2023, `metrics.epsilon_one_run`).
+
+Unusable canaries (not a Canary, a template without text before {secret}, a secret that is not a digit
+string or not of the batch's most common length, a text the model cannot score) are skipped and counted
+(`n_skipped`, `skipped` by reason); only a batch with no usable canary raises.
 """
 
 from __future__ import annotations
 
 import math
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
@@ -33,7 +38,8 @@ from scipy import stats
 
 from .. import metrics
 from .._progress import Progress
-from ..errors import InputError
+from .._usable import TOO_SHORT_TO_SCORE, merge, partition, skip_fields
+from ..errors import InputError, NothingUsable
 from ..model import CausalLM
 from ..registry import register_attack
 from ..scoring import score_texts
@@ -79,11 +85,18 @@ class Canary:
                    included=d.get("included"))
 
 
-def _check_template(template: str) -> None:
-    if "{secret}" not in template:
-        raise InputError("a canary template needs a {secret} field")
+def _template_problem(template: Any) -> str | None:
+    if not isinstance(template, str) or "{secret}" not in template:
+        return "template without a {secret} field"
     if template.startswith("{secret}"):
-        raise InputError("a canary template must have text before {secret} (the first token is never scored)")
+        return "template without text before {secret} (the first token is never scored)"
+    return None
+
+
+def _check_template(template: str) -> None:
+    problem = _template_problem(template)
+    if problem:
+        raise InputError(f"a canary {problem}: put text before a {{secret}} field")
 
 
 def random_secrets(n: int, *, rng: np.random.Generator, digits: int = 9, exclude: Sequence[str] = ()) -> list[str]:
@@ -145,9 +158,15 @@ class CanaryExposureResult:
     epsilon_one_run: metrics.EpsilonBound | None = None
     examples: list[dict[str, Any]] | None = None
     warnings: list[str] = field(default_factory=list)
+    skipped: dict[str, int] = field(default_factory=dict)  # canaries left out: reason -> count
+
+    @property
+    def n_skipped(self) -> int:
+        return sum(self.skipped.values())
 
     def as_dict(self) -> dict:
         d = {"attack_id": self.attack_id, "params": dict(self.params), "n_canaries": self.n_canaries,
+             **skip_fields(self.skipped),
              "secret_space_bits": self.secret_space_bits, "max_estimable_bits": self.max_estimable_bits,
              "per_canary": list(self.per_canary), "mean_exposure": metrics._f(self.mean_exposure),
              "max_exposure": metrics._f(self.max_exposure), "top_ranked": self.top_ranked.as_dict(),
@@ -183,25 +202,50 @@ def canary_exposure(lm: CausalLM, canaries: Sequence[Canary], *, n_reference: in
     Every candidate (planted secret or reference) is scored as the whole canary text with that secret
     (Px of the Secret Sharer). If every canary carries `included`, the one-run epsilon lower bound
     (at `delta`, confidence 1 - beta) is computed from the canaries' z-scores. `hash_key`: HMAC key
-    for the per-canary hashes (see `Canary.as_dict`).
+    for the per-canary hashes (see `Canary.as_dict`). Unusable canaries are skipped and counted (module
+    docstring); `per_canary` lists the scored ones.
+
+    Raises:
+        NothingUsable: no canary is usable (the message counts them by reason).
     """
-    canaries = list(canaries)
-    if not canaries:
-        raise InputError("canary_exposure needs at least one canary")
+    given = list(canaries)
     if n_reference < 1:
         raise InputError("n_reference must be at least 1")
-    lengths = {len(c.secret) for c in canaries}
-    if len(lengths) != 1 or not all(c.secret.isdigit() for c in canaries):
-        raise InputError("canary secrets must all be digit strings of one length")
-    for c in canaries:
-        _check_template(c.template)
-    digits = lengths.pop()
+
+    def problem(c: Any) -> str | None:
+        if not isinstance(c, Canary):
+            return "not a Canary"
+        if not isinstance(c.secret, str) or not c.secret.isdigit():
+            return "secret is not a digit string"
+        return _template_problem(c.template)
+
+    usable = partition(given, lambda i, c: problem(c))
+    usable.require("canaries", "pass Canary objects with digit secrets and text before {secret} (make_canaries)")
+    # one secret space per batch: the most common length wins (ties: the first canary's)
+    digits = Counter(len(given[i].secret) for i in usable.kept).most_common(1)[0][0]
+    other = [i for i in usable.kept if len(given[i].secret) != digits]
+    if other:
+        usable.kept = [i for i in usable.kept if len(given[i].secret) == digits]
+        usable.skipped = merge(usable.skipped, {f"secret not of the batch's {digits}-digit length": len(other)})
+    canaries = [given[i] for i in usable.kept]
     space_bits = digits * math.log2(10)
     references = random_secrets(n_reference, rng=np.random.default_rng(seed), digits=digits,
                                 exclude=[c.secret for c in canaries])
     texts = [c.text for c in canaries] + [c.with_secret(r) for c in canaries for r in references]
-    ll = score_texts(lm, texts, batch_size=batch_size, stats=False, progress=progress).sum_logprob()
+    ll = np.full(len(texts), np.nan)
+    try:
+        cache = score_texts(lm, texts, batch_size=batch_size, stats=False, progress=progress)
+        ll[cache.source_index] = cache.sum_logprob()
+    except NothingUsable:
+        pass  # no text scorable: every canary is counted below, and the error names canaries, not texts
     canary_ll, reference_ll = ll[:len(canaries)], ll[len(canaries):].reshape(len(canaries), n_reference)
+    scored = np.isfinite(canary_ll) & np.isfinite(reference_ll).all(axis=1)
+    if not scored.all():  # a canary (or one of its references) the model could not score
+        usable.kept = [i for i, ok in zip(usable.kept, scored) if ok]
+        usable.skipped = merge(usable.skipped, {TOO_SHORT_TO_SCORE: int((~scored).sum())})
+        usable.require("canaries", "use a longer canary template")
+        canaries = [c for c, ok in zip(canaries, scored) if ok]
+        canary_ll, reference_ll = canary_ll[scored], reference_ll[scored]
     per_canary, exposures, z = [], [], np.empty(len(canaries))
     for i, c in enumerate(canaries):
         rank, exposure = exposure_from_loglik(canary_ll[i], reference_ll[i])
@@ -220,4 +264,4 @@ def canary_exposure(lm: CausalLM, canaries: Sequence[Canary], *, n_reference: in
         n_canaries=len(canaries), secret_space_bits=space_bits, max_estimable_bits=math.log2(n_reference + 1),
         per_canary=per_canary, mean_exposure=float(np.mean(exposures)), max_exposure=float(np.max(exposures)),
         top_ranked=metrics.rate(k=n_top, n=len(canaries)), scores=z, epsilon_one_run=eps,
-        examples=[c.as_dict(reveal=True) for c in canaries] if reveal else None)
+        examples=[c.as_dict(reveal=True) for c in canaries] if reveal else None, skipped=usable.skipped)

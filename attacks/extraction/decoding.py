@@ -25,6 +25,8 @@ import numpy as np
 import torch
 
 from .._progress import Progress, progress_or_null
+from .._usable import NO_TOKENS, partition
+from ..batching import DEFAULT_BATCH_TOKENS, run_batches
 from ..errors import InputError
 from ..model import CausalLM
 
@@ -130,59 +132,88 @@ def _pick(logits: torch.Tensor, sampling: SamplingConfig, generators: list[torch
     return choice if ids is None else ids.gather(-1, choice[:, None])[:, 0]
 
 
+class Generations(list):
+    """One entry per prompt, in order: its generated ids, or None for a prompt that was skipped as unusable.
+
+    `skipped` counts the skipped prompts by reason (`n_skipped` in all).
+    """
+
+    def __init__(self, items=(), *, skipped: dict[str, int] | None = None) -> None:
+        super().__init__(items)
+        self.skipped = dict(skipped or {})
+
+    @property
+    def n_skipped(self) -> int:
+        return sum(self.skipped.values())
+
+
 def generate(lm: CausalLM, prompts: Sequence[Sequence[int]], *, max_new_tokens: int,
              sampling: SamplingConfig = GREEDY, seeds: Sequence[int] | None = None, batch_size: int = 32,
-             stop_at_eos: bool = False, progress: Progress | None = None) -> list[np.ndarray]:
+             batch_tokens: int | None = DEFAULT_BATCH_TOKENS, stop_at_eos: bool = False,
+             progress: Progress | None = None) -> Generations:
     """Continues each prompt (token ids) by exactly `max_new_tokens` tokens.
 
     Args:
         lm: the model.
-        prompts: token-id lists (at least one token each).
+        prompts: token-id lists. A prompt with no tokens, or too long to leave room for `max_new_tokens` in
+            the context, is skipped (its entry is None) and counted in the result's `skipped`.
         max_new_tokens: tokens generated per prompt.
         sampling: GREEDY, PAPER_SAMPLING or another SamplingConfig.
         seeds: one seed per prompt (required for sampling; same seed => same sample).
-        batch_size: prompts decoded together.
+        batch_size: at most this many prompts decoded together.
+        batch_tokens: at most this many tokens (prompt plus new tokens, padded) held per batch; a batch that
+            runs out of memory is retried with half as many (see `attacks.batching`). Samples do not depend
+            on the batching.
         stop_at_eos: after the tokenizer's EOS token a row only repeats EOS (decoding with
             skip_special_tokens then drops them), as `model.generate` does.
         progress: optional progress object.
 
     Returns:
-        One int64 array of `max_new_tokens` generated ids per prompt (the prompt is not included).
+        `Generations`: one int64 array of `max_new_tokens` generated ids per usable prompt (the prompt is
+        not included), None for a skipped one.
+
+    Raises:
+        NothingUsable: no prompt is usable (or none was given).
     """
     if max_new_tokens < 1:
         raise InputError("max_new_tokens must be at least 1")
-    if not prompts:
-        return []
-    if any(len(p) == 0 for p in prompts):
-        raise InputError("every prompt needs at least one token")
+    prompts = list(prompts)
     if sampling.do_sample and (seeds is None or len(seeds) != len(prompts)):
         raise InputError("sampling needs one seed per prompt (seeds=...)")
-    if max(len(p) for p in prompts) + max_new_tokens > lm.context_length:
-        raise InputError(f"prompt plus {max_new_tokens} new tokens exceeds the model's context of "
-                         f"{lm.context_length} tokens")
+    room = lm.context_length - max_new_tokens
+    if room < 1:
+        raise InputError(f"{max_new_tokens} new tokens leave no room for a prompt in the model's context of "
+                         f"{lm.context_length} tokens: lower max_new_tokens")
+    usable = partition(prompts, lambda i, p: NO_TOKENS if len(p) == 0 else (
+        f"longer than the {room} tokens the context leaves" if len(p) > room else None))
+    usable.require("prompts", f"pass prompts of 1 to {room} tokens (the model's context is {lm.context_length} "
+                              f"tokens, {max_new_tokens} of them for the new tokens)")
     eos = lm.tokenizer.eos_token_id
     if stop_at_eos and eos is None:
         stop_at_eos = False
     forward = _Forward(lm.model)
-    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]), reverse=True)  # little left padding
-    results: list[np.ndarray | None] = [None] * len(prompts)
-    task = progress_or_null(progress).task(f"decoding {len(prompts)} prompts", total=len(prompts))
+    order = sorted(usable.kept, key=lambda i: len(prompts[i]), reverse=True)  # little left padding
+    results = Generations([None] * len(prompts), skipped=usable.skipped)
+    task = progress_or_null(progress).task(f"decoding {len(order)} prompts", total=len(order))
+
+    def run(start: int, stop: int) -> None:
+        rows = order[start:stop]
+        generators = None
+        if sampling.do_sample:
+            generators = [torch.Generator(device=lm.device).manual_seed(int(seeds[i]) % (2 ** 63)) for i in rows]
+        out = _decode_batch(forward, lm.device, [prompts[i] for i in rows], max_new_tokens, sampling,
+                            generators, eos if stop_at_eos else None)
+        for j, i in enumerate(rows):
+            results[i] = out[j]
+        task.advance(len(rows), tokens=len(rows) * max_new_tokens)
+
     try:
         with torch.inference_mode():
-            for b in range(0, len(order), batch_size):
-                rows = order[b:b + batch_size]
-                generators = None
-                if sampling.do_sample:
-                    generators = [torch.Generator(device=lm.device).manual_seed(int(seeds[i]) % (2 ** 63))
-                                  for i in rows]
-                out = _decode_batch(forward, lm.device, [prompts[i] for i in rows], max_new_tokens, sampling,
-                                    generators, eos if stop_at_eos else None)
-                for j, i in enumerate(rows):
-                    results[i] = out[j]
-                task.advance(len(rows), tokens=len(rows) * max_new_tokens)
+            run_batches([len(prompts[i]) + max_new_tokens for i in order], run, max_rows=batch_size,
+                        max_tokens=batch_tokens, what="prompt")
     finally:
         task.close()
-    return results  # type: ignore[return-value]
+    return results
 
 
 def _decode_batch(forward: _Forward, device, prompts, max_new_tokens, sampling, generators, eos):

@@ -9,7 +9,9 @@ the same function the sampler uses; a suffix token outside the top-k/top-p set m
 is one teacher-forced forward pass per document, no sampling. Then
     P(extracted within n queries) = 1 - (1 - p_z)^n,
 and a document is (n, p)-extractable when that is >= p. Reported per n: the expected extraction
-rate (mean of P over documents) and the (n, p)-extractable rate with its interval.
+rate (mean of P over documents) and the (n, p)-extractable rate with its interval. Documents without a
+(prefix, suffix) window (and items that are no text) are skipped and counted (`n_skipped`, `skipped` by
+reason); only a batch with no usable document raises.
 """
 
 from __future__ import annotations
@@ -22,10 +24,11 @@ import torch
 
 from .. import metrics
 from .._progress import Progress, progress_or_null
+from .._usable import skip_fields
 from ..errors import InputError
 from ..model import CausalLM
 from ..registry import register_attack
-from ._common import check_fits, choose_offsets, sha256
+from ._common import check_fits, document_hash, document_windows
 from .decoding import PAPER_SAMPLING, SamplingConfig, decoding_logprobs
 
 DEFAULT_QUERIES = (1, 10, 100, 1000)
@@ -47,10 +50,11 @@ class ProbabilisticExtractionResult:
     by_queries: dict[int, dict[str, Any]]  # n -> {"expected_rate", "extractable": Rate}
     per_document: list[dict[str, Any]]     # {"sha256", "offset", "log_p"}
     warnings: list[str] = field(default_factory=list)
+    skipped: dict[str, int] = field(default_factory=dict)  # why documents were skipped: reason -> count
 
     def as_dict(self) -> dict:
         return {"attack_id": self.attack_id, "params": dict(self.params), "n_documents": self.n_documents,
-                "n_skipped": self.n_skipped,
+                **skip_fields(self.skipped, self.n_skipped),
                 "by_queries": {str(n): {"expected_rate": metrics._f(v["expected_rate"]),
                                         "extractable": v["extractable"].as_dict()}
                                for n, v in self.by_queries.items()},
@@ -102,33 +106,34 @@ def probabilistic_extraction(lm: CausalLM, texts: Sequence[str], *, prefix_len: 
                              p_threshold: float = 0.5, offset: str | int = "start", seed: int = 0,
                              batch_size: int = 32, alpha: float = 0.05,
                              progress: Progress | None = None) -> ProbabilisticExtractionResult:
-    """Per document p(suffix | prefix) under `sampling`, and P(extracted within n queries)."""
+    """Per document p(suffix | prefix) under `sampling`, and P(extracted within n queries).
+
+    Raises:
+        NothingUsable: no document has a prefix + suffix window (the message counts them by reason).
+    """
     if not 0 < p_threshold <= 1:
         raise InputError("p_threshold must be in (0, 1]")
     if any(n < 1 for n in n_queries):
         raise InputError("every number of queries must be at least 1")
     check_fits(lm, prefix_len + suffix_len)
     texts = list(texts)
-    ids = lm.encode(texts)
-    starts = choose_offsets([len(t) for t in ids], prefix_len + suffix_len, offset, seed)
-    todo = [i for i, s in enumerate(starts) if s is not None]
+    ids, starts, usable = document_windows(lm, texts, prefix_len + suffix_len, offset, seed)
+    todo = usable.kept
     prefixes = [ids[i][starts[i]:starts[i] + prefix_len] for i in todo]
     suffixes = [ids[i][starts[i] + prefix_len:starts[i] + prefix_len + suffix_len] for i in todo]
-    log_p = suffix_logprobs(lm, prefixes, suffixes, sampling=sampling, batch_size=batch_size,
-                            progress=progress) if todo else np.zeros(0)
-    per_doc = [{"sha256": sha256(t), "offset": None, "log_p": None} for t in texts]
+    log_p = suffix_logprobs(lm, prefixes, suffixes, sampling=sampling, batch_size=batch_size, progress=progress)
+    per_doc = [{"sha256": document_hash(t), "offset": None, "log_p": None} for t in texts]
     for i, lp in zip(todo, log_p):
         per_doc[i].update(offset=starts[i], log_p=float(lp))
     by_queries = {}
     for n in n_queries:
         prob = extraction_probability(log_p, n)
-        by_queries[int(n)] = {"expected_rate": float(prob.mean()) if todo else float("nan"),
+        by_queries[int(n)] = {"expected_rate": float(prob.mean()),
                               "extractable": metrics.rate(k=int((prob >= p_threshold).sum()), n=len(todo),
                                                            alpha=alpha)}
-    warnings = [] if todo else [f"no document has {prefix_len + suffix_len} tokens; nothing was attacked"]
     return ProbabilisticExtractionResult(
         attack_id="FA-EXT-PROB",
         params={"prefix_len": prefix_len, "suffix_len": suffix_len, "p_threshold": p_threshold,
                 "offset": offset, "seed": seed, "decoding": sampling.as_dict(), "n_queries": list(n_queries)},
-        n_documents=len(todo), n_skipped=len(texts) - len(todo), by_queries=by_queries,
-        per_document=per_doc, warnings=warnings)
+        n_documents=len(todo), n_skipped=usable.n_skipped, by_queries=by_queries,
+        per_document=per_doc, skipped=usable.skipped)

@@ -11,7 +11,8 @@ similarity, 1 - distance / max(len) (rapidfuzz; the paper's code uses strsimpy, 
 document counts as extracted if any sample reaches `threshold` (paper: 0.9).
 
 Our audit models are tiny and our documents short, so the default window is 128 tokens; pass
-`window_len=256` for the paper's setting. Documents shorter than the window are skipped and counted.
+`window_len=256` for the paper's setting. Documents shorter than the window (and items that are no text) are
+skipped and counted (`n_skipped`, `skipped` by reason); only a batch with no usable document raises.
 """
 
 from __future__ import annotations
@@ -24,10 +25,11 @@ from rapidfuzz.distance import Levenshtein
 
 from .. import metrics
 from .._progress import Progress
+from .._usable import skip_fields
 from ..errors import InputError
 from ..model import CausalLM
 from ..registry import register_attack
-from ._common import check_fits, choose_offsets, derive_seed, sha256
+from ._common import check_fits, derive_seed, document_hash, document_windows
 from .decoding import PAPER_SAMPLING, SamplingConfig, generate
 
 PAPER_WINDOW_LEN = 256
@@ -44,10 +46,11 @@ class SampledExtractionResult:
     per_document: list[dict[str, Any]]     # {"sha256", "offset", "best_similarity", "extracted"}
     examples: list[dict[str, Any]] | None = None  # raw text, only with reveal=True
     warnings: list[str] = field(default_factory=list)
+    skipped: dict[str, int] = field(default_factory=dict)  # why documents were skipped: reason -> count
 
     def as_dict(self) -> dict:
         d = {"attack_id": self.attack_id, "params": dict(self.params), "n_documents": self.n_documents,
-             "n_skipped": self.n_skipped, "extracted": self.extracted.as_dict(),
+             **skip_fields(self.skipped, self.n_skipped), "extracted": self.extracted.as_dict(),
              "mean_best_similarity": metrics._f(self.mean_best_similarity),
              "per_document": list(self.per_document), "warnings": list(self.warnings)}
         if self.examples is not None:
@@ -62,16 +65,19 @@ def sampled_extraction(lm: CausalLM, texts: Sequence[str], *, prefix_len: int = 
                        n_samples: int = 10, sampling: SamplingConfig = PAPER_SAMPLING, threshold: float = 0.9,
                        offset: str | int = "random", seed: int = 0, batch_size: int = 32, alpha: float = 0.05,
                        reveal: bool = False, progress: Progress | None = None) -> SampledExtractionResult:
-    """Samples continuations of random-offset prefixes; extracted if any is >= threshold similar."""
+    """Samples continuations of random-offset prefixes; extracted if any is >= threshold similar.
+
+    Raises:
+        NothingUsable: no document has a `window_len`-token window (the message counts them by reason).
+    """
     if window_len <= prefix_len:
         raise InputError("window_len includes the prefix and must be longer than prefix_len")
     if n_samples < 1:
         raise InputError("n_samples must be at least 1")
     check_fits(lm, window_len)
     texts = list(texts)
-    ids = lm.encode(texts)
-    starts = choose_offsets([len(t) for t in ids], window_len, offset, seed)
-    todo = [i for i, s in enumerate(starts) if s is not None]
+    ids, starts, usable = document_windows(lm, texts, window_len, offset, seed)
+    todo = usable.kept
     prompts, seeds = [], []
     for i in todo:
         for k in range(n_samples):
@@ -79,7 +85,7 @@ def sampled_extraction(lm: CausalLM, texts: Sequence[str], *, prefix_len: int = 
             seeds.append(derive_seed(seed, i, k))
     outputs = generate(lm, prompts, max_new_tokens=window_len - prefix_len, sampling=sampling, seeds=seeds,
                        batch_size=batch_size, stop_at_eos=True, progress=progress)
-    per_doc: list[dict[str, Any]] = [{"sha256": sha256(t), "offset": None, "best_similarity": None,
+    per_doc: list[dict[str, Any]] = [{"sha256": document_hash(t), "offset": None, "best_similarity": None,
                                       "extracted": None} for t in texts]
     examples = [] if reveal else None
     best_all = []
@@ -96,13 +102,12 @@ def sampled_extraction(lm: CausalLM, texts: Sequence[str], *, prefix_len: int = 
             examples.append({"sha256": per_doc[i]["sha256"], "original_window": original,
                              "best_sample": samples[int(np.argmax(sims))], "similarity": best})
     n_extracted = sum(b >= threshold for b in best_all)
-    warnings = [] if todo else [f"no document has {window_len} tokens; nothing was attacked"]
     return SampledExtractionResult(
         attack_id="FA-EXT-SAMPLED",
         params={"prefix_len": prefix_len, "window_len": window_len, "n_samples": n_samples,
                 "threshold": threshold, "offset": offset, "seed": seed, "decoding": sampling.as_dict(),
                 "similarity": "normalized Levenshtein (character level)"},
-        n_documents=len(todo), n_skipped=len(texts) - len(todo),
+        n_documents=len(todo), n_skipped=usable.n_skipped,
         extracted=metrics.rate(k=n_extracted, n=len(todo), alpha=alpha),
-        mean_best_similarity=float(np.mean(best_all)) if best_all else float("nan"),
-        per_document=per_doc, examples=examples, warnings=warnings)
+        mean_best_similarity=float(np.mean(best_all)),
+        per_document=per_doc, examples=examples, skipped=usable.skipped)

@@ -9,6 +9,12 @@ member and non-member scores and the metrics of `attacks.metrics` (AUC with boot
 plots). Attacks whose inputs are missing (LiRA without shadow models, Ref/RMIA without a reference)
 are reported with status "not_run" and the reason when they were not asked for by name, and raise
 `MissingAttackInput` when they were: a number is only ever a measured one.
+
+Unusable texts are skipped and counted, never a reason to refuse the batch: texts `score_texts` could
+not score (`is_member` may have one flag per text given to score_texts; the caches say which were
+scored), texts that some other cache (reference, shadow model) could not score, and, per attack, texts
+whose score is not finite. `MembershipReport.skipped` and `MembershipResult.skipped` count them by reason;
+only a split with no usable member or no usable non-member raises.
 """
 
 from __future__ import annotations
@@ -19,7 +25,8 @@ from typing import Any, Sequence
 import numpy as np
 
 from .. import metrics
-from ..errors import InputError, MissingAttackInput
+from .._usable import NON_FINITE, describe, merge, prefixed, skip_fields
+from ..errors import InputError, MissingAttackInput, NothingUsable
 from ..registry import AttackSpec, get_attack, list_attacks
 from ..scoring import ScoreCache
 from .context import MembershipContext, Population
@@ -42,15 +49,20 @@ class MembershipResult:
     tpr_at_fpr: list[metrics.TprAtFpr] = field(default_factory=list)
     roc: metrics.RocCurve | None = None
     warnings: list[str] = field(default_factory=list)
+    skipped: dict[str, int] = field(default_factory=dict)  # texts this attack could not score: reason -> count
 
     @property
     def ok(self) -> bool:
         return self.status == "ok"
 
+    @property
+    def n_skipped(self) -> int:
+        return sum(self.skipped.values())
+
     def as_dict(self, *, include_scores: bool = True) -> dict:
         d: dict[str, Any] = {"attack_id": self.attack_id, "name": self.name, "citation": self.citation,
                              "status": self.status, "params": dict(self.params), "reason": self.reason,
-                             "warnings": list(self.warnings)}
+                             "warnings": list(self.warnings), **skip_fields(self.skipped)}
         if not self.ok:
             return d
         d.update({"auc": self.auc, "auc_ci": self.auc_ci.as_dict() if self.auc_ci else None,
@@ -70,6 +82,11 @@ class MembershipReport:
     n_members: int
     n_nonmembers: int
     warnings: list[str] = field(default_factory=list)
+    skipped: dict[str, int] = field(default_factory=dict)  # texts left out of every attack: reason -> count
+
+    @property
+    def n_skipped(self) -> int:
+        return sum(self.skipped.values())
 
     def __getitem__(self, attack_id: str) -> MembershipResult:
         return self.results[attack_id]
@@ -84,27 +101,76 @@ class MembershipReport:
 
     def as_dict(self, *, include_scores: bool = True) -> dict:
         return {"n_members": self.n_members, "n_nonmembers": self.n_nonmembers, "warnings": list(self.warnings),
+                **skip_fields(self.skipped),
                 "results": {k: r.as_dict(include_scores=include_scores) for k, r in self.results.items()}}
 
 
+def _align(target: ScoreCache, others: Sequence[tuple[str, ScoreCache]]) -> tuple[np.ndarray, list[ScoreCache], dict]:
+    """The texts every cache scored: their positions in `target`, each other cache restricted to them (in
+    target order), and how many target texts another cache could not score ("unusable under the <what>").
+
+    Caches are matched by `source_index` (the position in the list given to score_texts), so caches that
+    skipped different texts (another tokenizer) still line up; they must come from the same list of texts.
+    """
+    keep = np.ones(len(target), dtype=bool)
+    positions, skipped = [], {}
+    for what, other in others:
+        where = {int(s): j for j, s in enumerate(other.source_index)}
+        pos = np.array([where.get(int(s), -1) for s in target.source_index], dtype=np.int64)
+        both = np.flatnonzero(pos >= 0)
+        # more texts missing than the other cache skipped as unusable: it was made from other texts (or cut down)
+        if (other.n_input != target.n_input or int(np.sum(pos < 0)) > other.n_skipped
+                or any(target.text_sha256[i] != other.text_sha256[pos[i]] for i in both)):
+            raise InputError(f"the {what} scores cover different texts (or a different order) than the "
+                             "target scores; score the same list of texts with both models")
+        lost = int(np.sum(keep & (pos < 0)))
+        if lost:
+            skipped = merge(skipped, {f"unusable under the {what}": lost})
+        keep &= pos >= 0
+        positions.append(pos)
+    kept = np.flatnonzero(keep)
+    return kept, [other.subset(pos[kept]) for (_, other), pos in zip(others, positions)], skipped
+
+
+def _subset(cache: ScoreCache, kept: np.ndarray) -> ScoreCache:
+    return cache if kept.size == len(cache) else cache.subset(kept)
+
+
+def _labels(is_member: Sequence[bool], target: ScoreCache) -> tuple[np.ndarray, dict]:
+    """One flag per cached target text: `is_member` is per cached text, or per text given to score_texts."""
+    labels = np.asarray(is_member, dtype=bool).ravel()
+    if labels.size == len(target):
+        return labels, {}
+    if labels.size == target.n_input:
+        # texts a caller removed from the cache after scoring (ScoreCache.subset) are counted, not lost silently
+        removed = target.n_input - len(target) - target.n_skipped
+        return labels[target.source_index], ({"left out of the target cache": removed} if removed > 0 else {})
+    raise InputError(f"is_member has {labels.size} flags but the target cache holds {len(target)} texts "
+                     f"(of {target.n_input} given to score_texts): pass one flag per text given to score_texts")
+
+
 def _population(target: ScoreCache, reference: ScoreCache | None, nonmember_mask: np.ndarray,
-                population: tuple[ScoreCache, ScoreCache | None] | None) -> Population | None:
-    """RMIA's z samples: the given population caches, else the audit's non-members.
+                population: tuple[ScoreCache, ScoreCache | None] | None) -> tuple[Population | None, dict]:
+    """RMIA's z samples: the given population caches, else the audit's non-members; and the population
+    texts left out ("population text: <reason>").
 
     An audit text that is also in the population (same SHA-256) is left out of its own comparison.
     """
+    skipped: dict[str, int] = {}
     if population is not None:
         pop_target, pop_reference = population
+        skipped = prefixed("population text", pop_target.skipped)
         if pop_reference is not None:
-            pop_target.check_aligned(pop_reference, what="population reference")
+            kept, (pop_reference,), lost = _align(pop_target, [("population reference", pop_reference)])
+            pop_target, skipped = _subset(pop_target, kept), merge(skipped, prefixed("population text", lost))
     else:
         idx = np.flatnonzero(nonmember_mask)
         if idx.size == 0:
-            return None
+            return None, skipped
         pop_target, pop_reference = target.subset(idx), (reference.subset(idx) if reference is not None else None)
     where = {h: j for j, h in enumerate(pop_target.text_sha256)}
     loo = np.array([where.get(h, -1) for h in target.text_sha256], dtype=np.int64)
-    return Population(pop_target, pop_reference, loo)
+    return Population(pop_target, pop_reference, loo), skipped
 
 
 def run_membership(target: ScoreCache, reference: ScoreCache | None = None, *, is_member: Sequence[bool],
@@ -118,7 +184,8 @@ def run_membership(target: ScoreCache, reference: ScoreCache | None = None, *, i
     Args:
         target: scores of the audit texts under the model under attack.
         reference: scores of the same texts under the reference model (the frozen anchor).
-        is_member: one flag per text of `target` (True = in the training set).
+        is_member: one flag per text given to `score_texts` (True = in the training set), or one per text
+            of `target`; flags of texts that could not be scored are dropped and those texts counted.
         attacks: attack IDs to run (default: every registered membership attack; those whose inputs
             are missing are then reported as not run).
         shadows: LiRA's OUT shadow models' scores of the same texts.
@@ -129,14 +196,25 @@ def run_membership(target: ScoreCache, reference: ScoreCache | None = None, *, i
         alpha: 1 - confidence level of every interval.
         n_bootstrap, seed: bootstrap of the AUC interval.
         roc_points: at most this many ROC points are kept per attack (log-spaced in FPR).
+
+    Raises:
+        NothingUsable: no usable member or no usable non-member is left (the message counts the skipped).
     """
-    labels = np.asarray(is_member, dtype=bool).ravel()
-    if labels.size != len(target):
-        raise InputError(f"is_member has {labels.size} flags but the target cache holds {len(target)} texts")
-    if labels.all() or not labels.any():
-        raise InputError("membership inference needs both members and non-members in the audit set")
+    labels, left_out = _labels(is_member, target)
+    others = ([("reference model", reference)] if reference is not None else []) + \
+        [(f"shadow model {k + 1}", s) for k, s in enumerate(shadows)]
+    kept, aligned, lost = _align(target, others)
+    target, labels = _subset(target, kept), labels[kept]
     if reference is not None:
-        target.check_aligned(reference)
+        reference, *aligned = aligned
+    shadows = aligned
+    skipped = merge(target.skipped, left_out, lost)
+    if labels.all() or not labels.any():
+        side = "non-members" if labels.all() else "members"
+        left = f" ({describe(skipped)} skipped)" if skipped else ""
+        raise NothingUsable(f"membership inference needs both members and non-members in the audit set, and no "
+                            f"usable {side} are left{left}: pass texts of at least 2 tokens on both sides",
+                            skipped=skipped, n_items=len(labels) + sum(skipped.values()))
     params = dict(params or {})
     requested = list(attacks) if attacks is not None else None
     specs: list[AttackSpec] = ([get_attack(a) for a in requested] if requested is not None
@@ -144,9 +222,10 @@ def run_membership(target: ScoreCache, reference: ScoreCache | None = None, *, i
     unknown = set(params) - {s.id for s in specs}
     if unknown:
         raise InputError(f"parameters given for attacks that are not run: {', '.join(sorted(unknown))}")
-    ctx = MembershipContext(target=target, reference=reference, shadows=tuple(shadows),
-                            population=_population(target, reference, ~labels, population))
-    report = MembershipReport(results={}, n_members=int(labels.sum()), n_nonmembers=int((~labels).sum()))
+    pop, pop_skipped = _population(target, reference, ~labels, population)
+    ctx = MembershipContext(target=target, reference=reference, shadows=tuple(shadows), population=pop)
+    report = MembershipReport(results={}, n_members=int(labels.sum()), n_nonmembers=int((~labels).sum()),
+                              skipped=merge(skipped, pop_skipped))
     if target.truncated.any():
         report.warnings.append(f"{int(target.truncated.sum())} audit text(s) were longer than the scoring "
                                f"context ({target.max_length} tokens) and only their beginning was scored")
@@ -169,13 +248,20 @@ def run_membership(target: ScoreCache, reference: ScoreCache | None = None, *, i
 
 def _measure(spec: AttackSpec, kwargs: dict, scores: np.ndarray, labels: np.ndarray, *, fprs, alpha,
              n_bootstrap, roc_points, seed) -> MembershipResult:
-    if scores.shape != labels.shape or not np.all(np.isfinite(scores)):
-        raise RuntimeError(f"{spec.id} returned {scores.shape} scores (expected {labels.shape}, all finite)")
-    mem, non = scores[labels], scores[~labels]
+    if scores.shape != labels.shape:
+        raise RuntimeError(f"{spec.id} returned {scores.shape} scores (expected {labels.shape})")
+    # a text the model gives probability 0 (log-probability -inf) has no finite score: skipped for this attack
+    finite = np.isfinite(scores)
+    skipped = {NON_FINITE: int((~finite).sum())} if not finite.all() else {}
+    mem, non = scores[labels & finite], scores[~labels & finite]
+    if not mem.size or not non.size:
+        return MembershipResult(spec.id, spec.name, spec.citation, "not_run", params=kwargs, skipped=skipped,
+                                reason=f"no finite score left for the {'members' if not mem.size else 'non-members'}")
     tprs = metrics.tpr_at_fprs(mem, non, fprs=fprs, alpha=alpha)
     warnings = list(dict.fromkeys(t.warning for t in tprs if t.warning))
     return MembershipResult(
         spec.id, spec.name, spec.citation, "ok", params=kwargs, member_scores=mem, nonmember_scores=non,
         auc=metrics.roc_auc(mem, non),
         auc_ci=metrics.bootstrap_auc_ci(mem, non, n_boot=n_bootstrap, alpha=alpha, seed=seed),
-        tpr_at_fpr=tprs, roc=metrics.roc_points(mem, non, max_points=roc_points), warnings=warnings)
+        tpr_at_fpr=tprs, roc=metrics.roc_points(mem, non, max_points=roc_points), warnings=warnings,
+        skipped=skipped)

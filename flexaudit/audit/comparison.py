@@ -27,13 +27,16 @@ import hmac
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 from flexaudit.errors import InputError
+from flexaudit.moe.anchor import load_anchor
 from flexaudit.moe.checkpoint import write_hf_checkpoint
 from flexaudit.moe.dense import read_dense_baseline
+from flexaudit.moe.device import CPU_FLOAT32, Placement
 from flexaudit.moe.expert import compose, load_package
 from flexaudit.moe.merge import PUBLIC
+from flexaudit.progress import NULL_PROGRESS
 
 ATTACKS = ("FA-EXT-SAMPLED", "FA-EXT-DISC", "FA-EXT-PII")
 RATE_FIELD = {"FA-EXT-SAMPLED": "extracted", "FA-EXT-DISC": "exact", "FA-EXT-PII": "leaked"}
@@ -51,8 +54,8 @@ class Compared:
 
 
 @contextlib.contextmanager
-def extra_models(package, anchor, *, dense_baseline: Path | None,
-                 pool_experts: Sequence[Path] | None) -> Iterator[list[Compared]]:
+def extra_models(package, anchor, *, dense_baseline: Path | None, pool_experts: Sequence[Path] | None,
+                 placement: Placement = CPU_FLOAT32) -> Iterator[list[Compared]]:
     """The models beyond anchor and anchor + expert: the dense baseline (if given) and the merged pool with and
     without this expert (if the pool's other experts are given, possibly none). Pools are composed in memory
     exactly as `flexaudit merge` composes them and written to temporary checkpoints for the attack library."""
@@ -63,6 +66,8 @@ def extra_models(package, anchor, *, dense_baseline: Path | None,
                                         anchor_root_digest=anchor.root_digest)
             models.append(Compared("dense fine-tune", "dense", dense.directory, (PUBLIC,), dense.root_digest))
         if pool_experts is not None:
+            if anchor.model is None:  # the audit checks packages against the anchor without its weights
+                anchor = load_anchor(anchor.directory, placement=placement)
             others = [load_package(p, anchor=anchor) for p in pool_experts]
             others = [p for p in others if p.root_digest != package.root_digest]
             clash = [p.name for p in others if p.name == package.name]
@@ -82,21 +87,22 @@ def extra_models(package, anchor, *, dense_baseline: Path | None,
 
 def run_comparison_attacks(lm, attacked: list[str], *, prefix: int, suffix: int, window: int, samples: int,
                            items: list[dict], prompts: list[str], pii_new_tokens: int, seed: int, key: bytes,
-                           batch_size: int, run: Sequence[str], progress) -> dict[str, Any]:
-    """The table's attacks (those in `run`) on one model, with the audit's own settings (flexaudit.audit.run)."""
+                           run: Sequence[str], attempt: Callable, progress) -> dict[str, Any]:
+    """The table's attacks (those in `run`) on one model, with the audit's own settings, each through the audit's
+    `attempt` (flexaudit.audit.run: an attack left with nothing usable becomes a not-run record)."""
     import attacks
 
     out: dict[str, Any] = {}
     if "FA-EXT-DISC" in run:
-        out["FA-EXT-DISC"] = attacks.discoverable_extraction(lm, attacked, prefix_len=prefix, suffix_len=suffix,
-                                                             seed=seed, batch_size=batch_size, progress=progress)
+        out["FA-EXT-DISC"] = attempt("FA-EXT-DISC", attacks.discoverable_extraction, lm, attacked, prefix_len=prefix,
+                                      suffix_len=suffix, seed=seed, progress=progress)
     if "FA-EXT-SAMPLED" in run:
-        out["FA-EXT-SAMPLED"] = attacks.sampled_extraction(lm, attacked, prefix_len=prefix, window_len=window,
-                                                           n_samples=samples, seed=seed, batch_size=batch_size,
-                                                           progress=progress)
+        out["FA-EXT-SAMPLED"] = attempt("FA-EXT-SAMPLED", attacks.sampled_extraction, lm, attacked,
+                                         prefix_len=prefix, window_len=window, n_samples=samples, seed=seed,
+                                         progress=progress)
     if "FA-EXT-PII" in run:
-        out["FA-EXT-PII"] = attacks.pii_leakage(lm, items, prompts, max_new_tokens=pii_new_tokens, seed=seed,
-                                                batch_size=batch_size, hash_key=key, progress=progress)
+        out["FA-EXT-PII"] = attempt("FA-EXT-PII", attacks.pii_leakage, lm, items, prompts,
+                                     max_new_tokens=pii_new_tokens, seed=seed, hash_key=key, progress=progress)
     return out
 
 
@@ -145,7 +151,7 @@ def build_table(rows: list[dict], *, documents: int, prompts: int, items: int, s
 def compare(package, anchor, extraction: dict[str, list], *, dense_baseline: Path | None,
             pool_experts: Sequence[Path] | None, attacked: list[str], prefix: int, suffix: int, window: int,
             samples: int, items: list[dict], prompts: list[str], pii_new_tokens: int, run: Sequence[str], seed: int,
-            key: bytes, batch_size: int, progress) -> dict:
+            key: bytes, attempt: Callable, placement: Placement = CPU_FLOAT32, progress=NULL_PROGRESS) -> dict:
     """The table for one audit: the anchor and expert rows from the audit's own extraction results
     (`extraction`: {"target": [...], "anchor": [...]}), the other models attacked here the same way."""
     import attacks
@@ -157,13 +163,15 @@ def compare(package, anchor, extraction: dict[str, list], *, dense_baseline: Pat
                       by_id(extraction["anchor"]), key)]
     own = table_row(Compared(f"anchor + {package.name}", "expert", package.directory, (PUBLIC, package.name),
                              package.root_digest), by_id(extraction["target"]), key)
-    with extra_models(package, anchor, dense_baseline=dense_baseline, pool_experts=pool_experts) as models:
+    with extra_models(package, anchor, dense_baseline=dense_baseline, pool_experts=pool_experts,
+                      placement=placement) as models:
         for model in models:
-            lm = attacks.load_causal_lm(model.directory, name=model.label)
+            lm = attacks.load_causal_lm(model.directory, name=model.label, device=placement.device,
+                                        dtype=placement.dtype)
             results = run_comparison_attacks(lm, attacked, prefix=prefix, suffix=suffix, window=window,
                                              samples=samples, items=items, prompts=prompts,
-                                             pii_new_tokens=pii_new_tokens, seed=seed, key=key,
-                                             batch_size=batch_size, run=run, progress=progress)
+                                             pii_new_tokens=pii_new_tokens, seed=seed, key=key, run=run,
+                                             attempt=attempt, progress=progress)
             rows.append(table_row(model, results, key))
     order = {"anchor": 0, "dense": 1, "expert": 2, "pool": 3, "opt-out": 4}
     rows = sorted([*rows, own], key=lambda r: order[r["kind"]])

@@ -10,6 +10,10 @@ copies, `<package>.local/members.jsonl` and `holdout.jsonl`, unless given): the 
 construction, which the blind baseline checks. `run_attacks` returns the results (AuditRun); flexaudit.report
 turns them into report.json (counts, rates, intervals and keyed hashes; raw text only with reveal), and
 flexaudit.workflows.run_audit does the whole job, tracing extracted text to the owner's documents when asked.
+
+Unusable texts (one token, no extraction window, ...) are skipped by the attack library and counted in each
+result (`n_skipped`, `skipped`); the report shows the counts. An extraction attack left with no usable document,
+prompt or canary is recorded as not run, with the reason and the counts, and the audit goes on.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from flexaudit.data import load_documents
 from flexaudit.data.split import owner_home, owner_key
 from flexaudit.errors import InputError, IntegrityError
 from flexaudit.moe.anchor import load_anchor, local_dir
+from flexaudit.moe.device import CPU_FLOAT32, Placement, dtype_name
 from flexaudit.moe.expert import load_package
 from flexaudit.moe.merge import export_for_transformers, read_pool
 from flexaudit.progress import NULL_PROGRESS, Progress
@@ -45,8 +50,8 @@ class AuditOptions:
     samples_per_prefix: int = 10
     pii_prompts: int = 100
     attacks: tuple[str, ...] | None = None  # None: every attack that can run
-    batch_size: int = 16  # texts per forward pass when scoring
-    generation_batch_size: int = 32  # prompts decoded together by the extraction attacks (results do not depend on it)
+    batch_size: int = 16  # texts per forward pass, at most
+    batch_tokens: int = 16_384  # padded tokens per forward pass, at most; halved on out-of-memory
     seed: int = 0
     reveal: bool = False
     policy: Path | None = None
@@ -140,6 +145,18 @@ def _selected(options: AuditOptions, attack_id: str) -> bool:
     return options.attacks is None or attack_id in options.attacks
 
 
+def _attempt(attack_id: str, attack, *args, **kwargs):
+    """`attack(*args, **kwargs)`; or, when none of its documents, prompts or canaries was usable, a not-run
+    record that says why and carries the counts (the report shows them; the rest of the audit goes on)."""
+    import attacks
+
+    try:
+        return attack(*args, **kwargs)
+    except attacks.NothingUsable as exc:
+        return {"attack_id": attack_id, "status": "not_run", "reason": exc.message, "n_skipped": exc.n_skipped,
+                "skipped": exc.skipped}
+
+
 def run_attacks(
     expert_dir: Path,
     *,
@@ -149,11 +166,13 @@ def run_attacks(
     options: AuditOptions = AuditOptions(),
     home: Path | None = None,
     tracer: ExtractionTracer | None = None,
+    placement: Placement = CPU_FLOAT32,
     progress: Progress = NULL_PROGRESS,
 ) -> AuditRun:
     """Run every selected attack on anchor + the expert (or a merged pool, `options.model`) and on the anchor
-    alone, over the expert's members and non-members. Raises InputError (missing split files, unknown attack)
-    or IntegrityError (package or pool not of this anchor)."""
+    alone, over the expert's members and non-members, with both models on `placement`. Raises InputError
+    (missing split files, unknown attack, an imported expert without --members/--nonmembers) or IntegrityError
+    (package or pool not of this anchor)."""
     import attacks
 
     unknown = [a for a in (options.attacks or ()) if a not in MEMBERSHIP_ATTACKS + EXTRACTION_ATTACKS + ("FA-MIA-LIRA",)]
@@ -165,9 +184,13 @@ def run_attacks(
                          "verification) or the table's --dense-baseline and --pool-registry")
     began = time.perf_counter()
     seconds: dict[str, float] = {}
-    anchor = load_anchor(anchor_dir)
+    anchor = load_anchor(anchor_dir, weights=False)
     package = load_package(expert_dir, anchor=anchor)
     local = local_dir(Path(expert_dir))
+    if (members is None or nonmembers is None) and package.manifest.get("split", {}).get("recorded") is False:
+        raise InputError(f"expert {package.name!r} was imported ({package.manifest.get('source', {}).get('from', 'from another tool')}), "
+                         "so no training split was recorded: pass --members (texts it was trained on) and --nonmembers "
+                         "(texts from the same source it never saw)")
     members = members or local / "members.jsonl"
     nonmembers = nonmembers or local / "holdout.jsonl"
     for path, what in ((members, "members (the training split)"), (nonmembers, "non-members (the holdout split)")):
@@ -182,12 +205,15 @@ def run_attacks(
 
     target_path, target_record = _target(package, anchor, options)
     with export_for_transformers(target_path, anchor_dir=anchor.directory, exclude=list(options.exclude)) as target_dir:
-        target = attacks.load_causal_lm(target_dir, name=target_record["model"])
-        reference = attacks.load_causal_lm(anchor.directory, name="anchor")
+        target = attacks.load_causal_lm(target_dir, name=target_record["model"], device=placement.device,
+                                        dtype=placement.dtype)
+        reference = attacks.load_causal_lm(anchor.directory, name="anchor", device=placement.device,
+                                           dtype=placement.dtype)
         context = anchor.config.max_seq_len
 
         t = time.perf_counter()
-        scoring = dict(batch_size=options.batch_size, max_length=context, long_texts=options.long_texts, progress=progress)
+        scoring = dict(batch_size=options.batch_size, batch_tokens=options.batch_tokens, max_length=context,
+                       long_texts=options.long_texts, progress=progress)
         target_cache = attacks.score_texts(target, texts, **scoring)
         reference_cache = attacks.score_texts(reference, texts, **scoring)
         chosen = [a for a in MEMBERSHIP_ATTACKS if _selected(options, a)]
@@ -212,33 +238,31 @@ def run_attacks(
             canaries = [attacks.Canary.from_dict(c) for c in json.loads(canary_file.read_text())["canaries"]]
         items, prompts, categories = _pii_prompts(member_texts, options.pii_prompts, options.seed)
         pii_new_tokens = min(32, context // 4)
-        gen_batch = options.generation_batch_size
         prompts = [_last_tokens(anchor.tokenizer, p, context - pii_new_tokens) for p in prompts]
         for side, lm in (("target", target), ("anchor", reference)):
             runs = extraction[side]
             if _selected(options, "FA-EXT-DISC"):
-                runs.append(attacks.discoverable_extraction(lm, attacked, prefix_len=prefix, suffix_len=suffix,
-                                                            seed=options.seed, batch_size=gen_batch,
-                                                            reveal=options.reveal, progress=progress))
+                runs.append(_attempt("FA-EXT-DISC", attacks.discoverable_extraction, lm, attacked, prefix_len=prefix,
+                                     suffix_len=suffix, seed=options.seed, reveal=options.reveal, progress=progress))
             if _selected(options, "FA-EXT-SAMPLED"):
-                runs.append(attacks.sampled_extraction(lm, attacked, prefix_len=prefix, window_len=window,
-                                                       n_samples=options.samples_per_prefix, seed=options.seed,
-                                                       batch_size=gen_batch, reveal=options.reveal, progress=progress))
+                runs.append(_attempt("FA-EXT-SAMPLED", attacks.sampled_extraction, lm, attacked, prefix_len=prefix,
+                                     window_len=window, n_samples=options.samples_per_prefix, seed=options.seed,
+                                     reveal=options.reveal, progress=progress))
             if _selected(options, "FA-EXT-PROB"):
-                runs.append(attacks.probabilistic_extraction(lm, attacked, prefix_len=prefix, suffix_len=suffix,
-                                                             seed=options.seed, batch_size=gen_batch, progress=progress))
+                runs.append(_attempt("FA-EXT-PROB", attacks.probabilistic_extraction, lm, attacked, prefix_len=prefix,
+                                     suffix_len=suffix, seed=options.seed, progress=progress))
             if _selected(options, "FA-EXT-CANARY"):
                 if canaries:
-                    runs.append(attacks.canary_exposure(lm, canaries, seed=options.seed, reveal=options.reveal,
-                                                        hash_key=key, progress=progress))
+                    runs.append(_attempt("FA-EXT-CANARY", attacks.canary_exposure, lm, canaries, seed=options.seed,
+                                         reveal=options.reveal, hash_key=key, progress=progress))
                 elif side == "target":
                     runs.append({"attack_id": "FA-EXT-CANARY", "status": "not_run",
                                  "reason": "the expert was trained without canaries (expert train --canaries N)"})
             if _selected(options, "FA-EXT-PII"):
                 if len(items) >= MIN_PERSONAL_ITEMS and prompts:
-                    runs.append(attacks.pii_leakage(lm, items, prompts, max_new_tokens=pii_new_tokens, seed=options.seed,
-                                                    batch_size=gen_batch, reveal=options.reveal, hash_key=key,
-                                                    progress=progress))
+                    runs.append(_attempt("FA-EXT-PII", attacks.pii_leakage, lm, items, prompts,
+                                         max_new_tokens=pii_new_tokens, seed=options.seed, reveal=options.reveal,
+                                         hash_key=key, progress=progress))
                 elif side == "target":
                     runs.append({"attack_id": "FA-EXT-PII", "status": "not_run",
                                  "reason": f"{len(items)} personal-data items found in the training texts audited, "
@@ -252,15 +276,18 @@ def run_attacks(
             comparison = compare(package, anchor, extraction, dense_baseline=options.dense_baseline,
                                  pool_experts=options.pool_experts, attacked=attacked, prefix=prefix, suffix=suffix,
                                  window=window, samples=options.samples_per_prefix, items=items, prompts=prompts,
-                                 pii_new_tokens=pii_new_tokens, seed=options.seed, key=key, batch_size=gen_batch,
+                                 pii_new_tokens=pii_new_tokens, seed=options.seed, key=key, attempt=_attempt,
+                                 placement=placement,
                                  run=[a for a in ("FA-EXT-DISC", "FA-EXT-SAMPLED") if _selected(options, a)]
                                  + (["FA-EXT-PII"] if _selected(options, "FA-EXT-PII") and len(items) >= MIN_PERSONAL_ITEMS
                                     and prompts else []), progress=progress)
             seconds["comparison"] = time.perf_counter() - t
         evidence = None
-        if tracer is not None and extraction["target"] and _selected(options, "FA-EXT-DISC"):
+        discoverable = next((r for r in extraction["target"]
+                             if isinstance(r, attacks.extraction.DiscoverableResult)), None)
+        if tracer is not None and discoverable is not None:
             t = time.perf_counter()
-            evidence = tracer(target, anchor.tokenizer, attacked, extraction["target"][0], prefix=prefix, suffix=suffix)
+            evidence = tracer(target, anchor.tokenizer, attacked, discoverable, prefix=prefix, suffix=suffix)
             seconds["tracing"] = time.perf_counter() - t
 
     hygiene = attacks.blind_baseline(member_texts, nonmember_texts, seed=options.seed)
@@ -282,6 +309,8 @@ def run_attacks(
                           "items": len(items), "prompts": len(prompts)},
         "seconds": {k: round(v, 1) for k, v in seconds.items()},
         "target": target_record,
+        "device": str(placement.device),
+        "dtype": dtype_name(placement.dtype),
         **({"trace_evidence": evidence} if evidence is not None else {}),
     }
     return AuditRun(package=package, anchor_digest=anchor.root_digest, anchor_path=anchor.directory,

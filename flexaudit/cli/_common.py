@@ -6,7 +6,8 @@ import json
 import os
 import sys
 import traceback
-from typing import Any, Callable, TypeVar
+from enum import Enum
+from typing import Annotated, Any, Callable, TypeVar
 
 import typer
 from rich.console import Console
@@ -19,6 +20,27 @@ out = Console(highlight=False, soft_wrap=True, emoji=False)
 err = Console(stderr=True, highlight=False, soft_wrap=True, emoji=False)
 
 T = TypeVar("T")
+
+
+class DtypeChoice(str, Enum):
+    float32 = "float32"
+    bfloat16 = "bfloat16"
+    float16 = "float16"
+
+
+# Every command that runs a model takes these two (DESIGN.md, command-line contract).
+DeviceOption = Annotated[str, typer.Option(
+    "--device", help="Where the model runs: auto (a CUDA GPU when there is one, else the CPU), cpu, cuda or cuda:N.")]
+DtypeOption = Annotated[DtypeChoice, typer.Option(
+    "--dtype", help="Precision the model runs in (weights are read straight into it; training keeps float32 "
+                    "master weights). float16 needs a GPU.")]
+
+
+def placement_of(device: str, dtype: DtypeChoice):
+    """The library's Placement for --device and --dtype (InputError, one line, when unusable)."""
+    from flexaudit.moe.device import Placement
+
+    return Placement.of(device, dtype.value)
 
 
 class _RichTask:

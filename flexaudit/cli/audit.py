@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from flexaudit.cli._common import RichProgress, guarded, out
+from flexaudit.cli._common import DeviceOption, DtypeChoice, DtypeOption, RichProgress, guarded, out, placement_of
 
 
 def _figure(m) -> str:
@@ -71,6 +71,9 @@ def audit_cmd(
     seed: Annotated[int, typer.Option(help="Seed for sampling and decoding.")] = 0,
     reveal: Annotated[bool, typer.Option(help="Keep raw training text and extracted values in the report.")] = False,
     force: Annotated[bool, typer.Option(help="Replace an existing report in --out.")] = False,
+    batch_tokens: Annotated[int, typer.Option(help="Padded tokens per forward pass, at most (halved on out-of-memory).")] = 16_384,
+    device: DeviceOption = "auto",
+    dtype: DtypeOption = DtypeChoice.float32,
 ) -> None:
     """Run membership inference and extraction attacks on anchor + expert and on the anchor alone."""
     from flexaudit.errors import InputError
@@ -82,13 +85,14 @@ def audit_cmd(
         options = AuditOptions(
             max_documents=max_documents, extraction_documents=extraction_documents, long_texts=long_texts.value,
             model=model, exclude=tuple(exclude),
-            seed=seed, reveal=reveal,
+            seed=seed, reveal=reveal, batch_tokens=batch_tokens,
             policy=policy, attacks=tuple(a.strip() for a in attacks.split(",")) if attacks else None, trace_index=trace_index,
             dense_baseline=dense_baseline, pool_experts=_pool_experts(pool_registry),
         )
+        placement = placement_of(device, dtype)
         with RichProgress() as progress:
             return run_audit(expert_dir, anchor_dir=anchor, out=out_dir, members=members, nonmembers=nonmembers,
-                             options=options, progress=progress)
+                             options=options, placement=placement, progress=progress)
 
     result = guarded(run)
     report = result.report

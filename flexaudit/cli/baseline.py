@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from flexaudit.cli._common import RichProgress, guarded, out
+from flexaudit.cli._common import DeviceOption, DtypeChoice, DtypeOption, RichProgress, guarded, out, placement_of
 
 baseline_app = typer.Typer(help="Owner-side comparison models for the extraction table (never shared).",
                            no_args_is_help=True)
@@ -20,15 +20,18 @@ def dense_cmd(
     out_dir: Annotated[Optional[Path], typer.Option("--out", help="Where to write it (default: EXPERT.local/dense-baseline, among the owner's private files).")] = None,
     resume: Annotated[bool, typer.Option(help="Continue an interrupted run from its last checkpoint.")] = False,
     force: Annotated[bool, typer.Option(help="Replace an existing baseline in --out.")] = False,
+    device: DeviceOption = "auto",
+    dtype: DtypeOption = DtypeChoice.float32,
 ) -> None:
     """Fine-tune every parameter of the anchor on the expert's member documents with the expert's own schedule:
     the dense model the method's paper compares against (flexaudit audit --dense-baseline)."""
     from flexaudit.moe.dense import train_dense_baseline
 
     def run():
+        placement = placement_of(device, dtype)
         with RichProgress() as progress:
             return train_dense_baseline(expert_dir, anchor_dir=anchor, out=out_dir, resume=resume, overwrite=force,
-                                        progress=progress)
+                                        placement=placement, progress=progress)
 
     baseline = guarded(run)
     t = baseline.info["training"]

@@ -23,7 +23,10 @@ class AccountantChoice(str, enum.Enum):
     pld = "pld"
 
 
-_ACCOUNTANT_HELP = "prv (Opacus PRV, tight upper bound; default), rdp (Opacus RDP, looser) or pld (Google dp-accounting)."
+_ACCOUNTANT_HELP = (
+    "prv (Opacus PRV, tight upper bound; default), rdp (Opacus RDP, looser) or pld (Google dp-accounting). "
+    "If it fails numerically, the next of prv -> pld -> rdp produces the figure and the output names it."
+)
 
 
 def _fmt(x: Optional[float], digits: int = 4) -> str:
@@ -79,15 +82,10 @@ def _warn_disagreement(cc: Any) -> None:
         )
 
 
-def _checked_cross_check(history: list, *, delta: float, accountant: str, allow_rdp_fallback: bool) -> tuple[Any, Optional[str]]:
-    from flexaudit.privacy import AccountantFailure, cross_check
-
-    try:
-        return cross_check(history, delta=delta, accountant=accountant), None
-    except AccountantFailure as exc:
-        if not allow_rdp_fallback or accountant == "rdp":
-            raise
-        return cross_check(history, delta=delta, accountant="rdp"), exc.reason
+def _fallback_rows(table: _KeyValues, report: Any) -> None:
+    if report.fell_back:
+        table.add_row("requested", report.requested)
+        table.add_row("fallback", report.statement)
 
 
 def register(app: typer.Typer) -> None:
@@ -106,42 +104,39 @@ def register(app: typer.Typer) -> None:
         delta: float = typer.Option(..., "--delta", help="Target delta, well below 1/N (see `budget delta`)."),
         accountant: AccountantChoice = typer.Option(AccountantChoice.prv, "--accountant", help=_ACCOUNTANT_HELP),
         allow_rdp_fallback: bool = typer.Option(
-            False, "--allow-rdp-fallback", help="If the accountant cannot evaluate these settings, report the RDP bound instead."
+            False,
+            "--allow-rdp-fallback",
+            hidden=True,
+            help="Accepted for compatibility and ignored: the fallback (prv -> pld -> rdp) is now always on.",
         ),
         json_out: bool = typer.Option(False, "--json", help="Print machine-readable JSON only."),
     ) -> None:
         """Epsilon spent by DP-SGD with Poisson sampling, with an independent cross-check."""
 
         def run() -> None:
-            from flexaudit.privacy import segment
+            from flexaudit.privacy import account, segment
 
             seg = segment(noise_multiplier=noise_multiplier, sample_rate=sample_rate, steps=steps)
-            cc, fallback = _checked_cross_check(
-                [seg], delta=delta, accountant=accountant.value, allow_rdp_fallback=allow_rdp_fallback
-            )
-            d = cc.to_dict()
+            report = account([seg], delta=delta, accountant=accountant.value)
+            cc = report.cross_check([seg])
+            d = report.to_dict()
             if json_out:
                 print_json(
                     {
-                        "epsilon": cc.epsilon,
-                        "delta": cc.delta,
+                        **d,
                         "sample_rate": seg.sample_rate,
                         "noise_multiplier": seg.noise_multiplier,
                         "steps": seg.steps,
                         "sampling": "poisson",
-                        "accountant": d["accountant"],
-                        "requested_accountant": accountant.value,
-                        "fallback_reason": fallback,
-                        "cross_check": d,
+                        "cross_check": cc.to_dict(),
                     }
                 )
             else:
                 table = _table()
-                table.add_row("epsilon", f"{cc.epsilon:.4f}")
-                table.add_row("delta", f"{cc.delta:g}")
+                table.add_row("epsilon", f"{report.epsilon:.4f}")
+                table.add_row("delta", f"{report.delta:g}")
                 table.add_row("accountant", _accountant_line(d["accountant"]))
-                if fallback:
-                    table.add_row("fallback", f"{accountant.value} could not evaluate: {fallback}")
+                _fallback_rows(table, report)
                 _cross_check_rows(table, cc)
                 table.add_row(
                     "settings", f"sample rate {seg.sample_rate:g}, noise multiplier {seg.noise_multiplier:g}, {seg.steps} steps, Poisson sampling"
@@ -164,7 +159,7 @@ def register(app: typer.Typer) -> None:
         """The smallest noise multiplier whose epsilon stays at or below a target."""
 
         def run() -> None:
-            from flexaudit.privacy import cross_check, noise_multiplier_for, segment
+            from flexaudit.privacy import account, noise_multiplier_for, segment
 
             sigma = noise_multiplier_for(
                 target_epsilon=target_epsilon,
@@ -175,29 +170,29 @@ def register(app: typer.Typer) -> None:
                 tolerance=tolerance,
             )
             seg = segment(noise_multiplier=sigma, sample_rate=sample_rate, steps=steps)
-            cc = cross_check([seg], delta=delta, accountant=accountant.value)
-            d = cc.to_dict()
+            report = account([seg], delta=delta, accountant=accountant.value)
+            cc = report.cross_check([seg])
+            d = report.to_dict()
             if json_out:
                 print_json(
                     {
+                        **d,
                         "noise_multiplier": sigma,
-                        "epsilon": cc.epsilon,
                         "target_epsilon": target_epsilon,
                         "tolerance": tolerance,
-                        "delta": cc.delta,
                         "sample_rate": seg.sample_rate,
                         "steps": seg.steps,
                         "sampling": "poisson",
-                        "accountant": d["accountant"],
-                        "cross_check": d,
+                        "cross_check": cc.to_dict(),
                     }
                 )
             else:
                 table = _table()
                 table.add_row("noise multiplier", f"{sigma:.6g}")
-                table.add_row("epsilon", f"{cc.epsilon:.4f} (target {target_epsilon:g})")
-                table.add_row("delta", f"{cc.delta:g}")
+                table.add_row("epsilon", f"{report.epsilon:.4f} (target {target_epsilon:g})")
+                table.add_row("delta", f"{report.delta:g}")
                 table.add_row("accountant", _accountant_line(d["accountant"]))
+                _fallback_rows(table, report)
                 _cross_check_rows(table, cc)
                 table.add_row("settings", f"sample rate {seg.sample_rate:g}, {seg.steps} steps, Poisson sampling")
                 out.print(table)

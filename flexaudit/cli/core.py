@@ -9,7 +9,17 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from flexaudit.cli._common import RichProgress, err, guarded, out, print_json
+from flexaudit.cli._common import (
+    DeviceOption,
+    DtypeChoice,
+    DtypeOption,
+    RichProgress,
+    err,
+    guarded,
+    out,
+    placement_of,
+    print_json,
+)
 
 anchor_app = typer.Typer(help="Create the public anchor model every expert is trained against.", no_args_is_help=True)
 expert_app = typer.Typer(help="Train an expert on your own data and package it for sharing.", no_args_is_help=True)
@@ -47,14 +57,16 @@ def anchor_train(
     router_init: Annotated[RouterInitChoice, typer.Option(help="How the public router row is made.")] = RouterInitChoice.hidden_mean,
     resume: Annotated[bool, typer.Option(help="Continue from the last checkpoint of an interrupted run.")] = False,
     force: Annotated[bool, typer.Option(help="Replace an existing anchor directory.")] = False,
+    device: DeviceOption = "auto",
+    dtype: DtypeOption = DtypeChoice.float32,
 ) -> None:
-    """Train a small OLMo-2-style public model and its byte-level BPE tokenizer from scratch."""
+    """Train a small OLMo-2-style public model and its byte-level BPE tokenizer from scratch (stored in --dtype)."""
     from flexaudit.moe.anchor import train_anchor
 
     with RichProgress() as progress:
         result = guarded(lambda: train_anchor(
             corpus, out_dir, preset=preset.value, steps=steps, seed=seed, router_init=router_init.value,
-            resume=resume, overwrite=force, progress=progress,
+            resume=resume, overwrite=force, placement=placement_of(device, dtype), progress=progress,
         ))
     t = result["training"]
     out.print(f"anchor: {result['out']}  ({result['parameters']:,} parameters, {t.tokens:,} tokens, final loss {t.final_loss:.3f})")
@@ -64,17 +76,25 @@ def anchor_train(
 
 @anchor_app.command("import")
 def anchor_import(
-    hf_dir: Annotated[Path, typer.Argument(help="Local dense OLMo-2 or 1-expert FlexOlmo checkpoint with its tokenizer.")],
+    hf_dir: Annotated[Path, typer.Argument(help="Local checkpoint with its tokenizer: dense OLMo-2, 1-expert FlexOlmo, or an N-expert FlexOlmo pool / 2-expert owner checkpoint (with --public-expert).")],
     out_dir: Annotated[Path, typer.Option("--out", help="Anchor directory to create.")],
-    public_data: Annotated[Optional[Path], typer.Option(help="Public text to derive the public router row from.")] = None,
+    public_expert: Annotated[Optional[int], typer.Option(help="From a checkpoint with several experts: the slot whose FFN and router row are the public anchor's (usually 0).")] = None,
+    public_data: Annotated[Optional[Path], typer.Option(help="Public text to derive a new public router row from.")] = None,
     router_init: Annotated[RouterInitChoice, typer.Option(help="How the public router row is made (with --public-data).")] = RouterInitChoice.hidden_mean,
     force: Annotated[bool, typer.Option(help="Replace an existing anchor directory.")] = False,
+    device: DeviceOption = "auto",
+    dtype: DtypeOption = DtypeChoice.float32,
 ) -> None:
-    """Store a local checkpoint as a 1-expert FlexOlmo anchor with its root digest."""
+    """Store a local checkpoint (or a pool's shared weights and public expert) as a 1-expert FlexOlmo anchor
+    with its root digest; weights are copied bit for bit in their stored dtype."""
     from flexaudit.moe.anchor import import_anchor
 
-    result = guarded(lambda: import_anchor(hf_dir, out_dir, public_data=public_data, router_init=router_init.value, overwrite=force))
-    out.print(f"anchor: {result['out']}  ({result['parameters']:,} parameters)")
+    result = guarded(lambda: import_anchor(hf_dir, out_dir, public_expert=public_expert, public_data=public_data,
+                                           router_init=router_init.value, overwrite=force,
+                                           placement=placement_of(device, dtype)))
+    source = (f"; expert {public_expert} of {result['experts_in_source']}, {result['layout']} layout"
+              if result["experts_in_source"] > 1 else "")
+    out.print(f"anchor: {result['out']}  ({result['parameters']:,} parameters, {result['dtype']}{source})")
     out.print(f"root digest: {result['root_digest']}")
 
 
@@ -109,8 +129,11 @@ def expert_train(
     checkpoint_every: Annotated[int, typer.Option(help="Steps between checkpoints.")] = 50,
     resume: Annotated[bool, typer.Option(help="Continue from the last checkpoint of an interrupted run.")] = False,
     force: Annotated[bool, typer.Option(help="Replace an existing package directory.")] = False,
+    device: DeviceOption = "auto",
+    dtype: DtypeOption = DtypeChoice.float32,
 ) -> None:
-    """Train an expert against the frozen anchor; write the shareable package and keep the rest local."""
+    """Train an expert against the frozen anchor; write the shareable package (in the anchor's dtype) and keep
+    the rest local."""
     from flexaudit.errors import InputError
     from flexaudit.moe.expert import ExpertOptions
     from flexaudit.privacy.expert_training import DPOptions, train_expert
@@ -132,10 +155,11 @@ def expert_train(
             checkpoint_every=checkpoint_every, dp=dp_options,
             canaries=canaries, canary_repeats=canary_repeats, owner=owner,
         )
+        placement = placement_of(device, dtype)
         with RichProgress() as progress:
             return train_expert(anchor_dir=anchor, data=data, name=name, out=out_dir, options=options,
                                 subject_field=subject_field, public_data=public_data, resume=resume,
-                                overwrite=force, progress=progress)
+                                overwrite=force, placement=placement, progress=progress)
 
     trained = guarded(run)
     m = trained.manifest
@@ -147,6 +171,31 @@ def expert_train(
     out.print(f"  owner-only files (checkpoints, split text): {trained.local}")
 
 
+@expert_app.command("import")
+def expert_import(
+    source: Annotated[Path, typer.Argument(help="An N-expert FlexOlmo pool, or an owner's 2-expert checkpoint (public + own), made by any tool.")],
+    anchor: Annotated[Path, typer.Option(help="The anchor the expert was trained against (flexaudit anchor import).")],
+    expert: Annotated[int, typer.Option(help="The slot of the expert to import.")],
+    out_dir: Annotated[Path, typer.Option("--out", help="Package directory to create.")],
+    name: Annotated[Optional[str], typer.Option(help="The expert's name (default: the checkpoint's, or expert-K).")] = None,
+    public_expert: Annotated[int, typer.Option(help="The slot holding the anchor's public FFN and router row.")] = 0,
+    force: Annotated[bool, typer.Option(help="Replace an existing package directory.")] = False,
+) -> None:
+    """Write one expert of a checkpoint made elsewhere as a standard package, after checking every shared
+    tensor is the anchor's (exit 3 naming the first that differs)."""
+    from flexaudit.moe.foreign import import_expert
+
+    result = guarded(lambda: import_expert(source, anchor_dir=anchor, expert=expert, out=out_dir, name=name,
+                                           public_expert=public_expert, overwrite=force))
+    m = result["manifest"]
+    out.print(f"expert {m['name']!r}: {result['package']}")
+    out.print(f"  imported {m['source']['from']} ({result['layout']} layout, {m['source']['stored_dtype']}); "
+              f"{m['source']['shared_tensors_verified_identical']} shared tensors equal the anchor's")
+    out.print(f"  source root digest: {m['source']['root_digest']}")
+    out.print(f"  privacy: {m['privacy']['statement']}")
+    out.print("  no training split was recorded: audit it with --members and --nonmembers")
+
+
 def merge_cmd(
     anchor: Annotated[Path, typer.Option(help="The anchor every expert was trained on.")],
     out_dir: Annotated[Path, typer.Option("--out", help="Merged checkpoint directory to create.")],
@@ -156,9 +205,11 @@ def merge_cmd(
     tune_router: Annotated[bool, typer.Option(help="Tune the router rows jointly on text sampled from each expert (no private data).")] = False,
     public_data: Annotated[Optional[Path], typer.Option(help="With --tune-router: public text for the public expert's row.")] = None,
     force: Annotated[bool, typer.Option(help="Replace an existing directory.")] = False,
+    device: DeviceOption = "auto",
+    dtype: DtypeOption = DtypeChoice.float32,
 ) -> None:
-    """Merge expert packages (or a pool's admitted experts) into one Hugging Face FlexOlmo checkpoint,
-    without retraining the experts."""
+    """Merge expert packages (or a pool's admitted experts) into one Hugging Face FlexOlmo checkpoint in the
+    anchor's dtype, without retraining the experts (--device/--dtype: where --tune-router runs)."""
     from flexaudit.errors import InputError
     from flexaudit.moe.merge import merge
 
@@ -174,7 +225,7 @@ def merge_cmd(
                 raise InputError(f"the pool {pool} has no admitted experts to merge")
         with RichProgress() as progress:
             return merge(anchor, packages, out_dir, top_k=top_k, tune_router=tune_router, public_data=public_data,
-                         overwrite=force, progress=progress)
+                         overwrite=force, placement=placement_of(device, dtype), progress=progress)
 
     merged = guarded(run)
     out.print(f"merged model: {merged.directory}  (experts: {', '.join(merged.expert_names)}; top-{merged.info['top_k']})")
@@ -186,8 +237,11 @@ def eval_cmd(
     data: Annotated[list[str], typer.Option("--data", help="NAME=PATH of held-out documents (repeatable).")],
     exclude: Annotated[list[str], typer.Option("--exclude", help="Expert to switch off (repeatable).")] = [],
     anchor: Annotated[Optional[Path], typer.Option(help="The anchor, when MODEL_DIR is an expert package.")] = None,
-    batch_size: Annotated[int, typer.Option(help="Windows per forward pass.")] = 16,
+    batch_size: Annotated[int, typer.Option(help="Windows per forward pass, at most.")] = 16,
+    batch_tokens: Annotated[int, typer.Option(help="Padded tokens per forward pass, at most (halved on out-of-memory).")] = 16_384,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON only.")] = False,
+    device: DeviceOption = "auto",
+    dtype: DtypeOption = DtypeChoice.float32,
 ) -> None:
     """Per-domain perplexity on held-out data."""
     from flexaudit.data import load_documents
@@ -197,16 +251,18 @@ def eval_cmd(
     from flexaudit.moe.tokenizer import load_tokenizer
 
     def run():
+        placement = placement_of(device, dtype)  # an unusable device is refused before anything is read
         domains = {}
         for item in data:
             name, sep, path = item.partition("=")
             if not sep or not name or not path:
                 raise InputError(f"--data {item!r} must be NAME=PATH")
             domains[name] = [d.text for d in load_documents(Path(path))]
-        model, names, tokenizer_dir = open_model(model_dir, anchor_dir=anchor, exclude=exclude)
+        model, names, tokenizer_dir = open_model(model_dir, anchor_dir=anchor, exclude=exclude, placement=placement)
         tokenizer = load_tokenizer(tokenizer_dir)
         with RichProgress() as progress:
-            scores = {n: perplexity(model, tokenizer, texts, batch_size=batch_size, progress=progress, description=f"eval {n}")
+            scores = {n: perplexity(model, tokenizer, texts, batch_size=batch_size, batch_tokens=batch_tokens,
+                                    progress=progress, description=f"eval {n}")
                       for n, texts in domains.items()}
         return names, scores
 
@@ -231,12 +287,15 @@ def generate_cmd(
     max_new_tokens: Annotated[int, typer.Option(help="Tokens to generate.")] = 64,
     sample: Annotated[bool, typer.Option(help="Sample (top-p 0.95) instead of greedy decoding.")] = False,
     seed: Annotated[int, typer.Option(help="Seed for sampling.")] = 0,
+    device: DeviceOption = "auto",
+    dtype: DtypeOption = DtypeChoice.float32,
 ) -> None:
     """Continue a prompt with the model (through transformers, with a KV cache)."""
     from flexaudit.moe.generation import generate
 
     text = guarded(lambda: generate(model_dir, prompt, exclude=exclude, anchor_dir=anchor,
-                                    max_new_tokens=max_new_tokens, sample=sample, seed=seed))
+                                    max_new_tokens=max_new_tokens, sample=sample, seed=seed,
+                                    placement=placement_of(device, dtype)))
     out.print(text, markup=False)
 
 
@@ -245,14 +304,19 @@ def demo_cmd(
     quick: Annotated[bool, typer.Option(help="A small version (tiny models, fewer steps) for tests.")] = False,
     preset: Annotated[Optional[PresetChoice], typer.Option(help="Model size instead of the plan's (small; tiny with --quick).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON only.")] = False,
+    device: DeviceOption = "cpu",
+    dtype: DtypeOption = DtypeChoice.float32,
 ) -> None:
     """The whole main job on built-in data: anchor, experts (one with DP), audits, reports, the gate, the pool,
     merge, and the method's table with opt-out. A rerun in the same --workdir replaces its earlier outputs."""
     from flexaudit.demo import run_demo
 
     def run():
+        # CPU float32 unless asked: the demo's sizes, times and README figures are measured there
+        placement = placement_of(device, dtype)
         with RichProgress() as progress:
-            return run_demo(workdir, quick=quick, preset=preset.value if preset else None, progress=progress)
+            return run_demo(workdir, quick=quick, preset=preset.value if preset else None, placement=placement,
+                            progress=progress)
 
     result = guarded(run)
     if as_json:

@@ -62,7 +62,8 @@ def print_demo(result) -> None:
     p = result.privacy
     if p:
         out.print(f"Differential privacy: {p['expert']} reached epsilon {p['epsilon']:.3f} at delta {p['delta']:g} per "
-                  f"{p['unit']} ({p['accountant']}; PLD cross-check {p['cross_check']:.3f}), noise multiplier "
+                  f"{p['unit']} ({p['accountant']}; PLD cross-check "
+                  f"{'not computed' if p['cross_check'] is None else format(p['cross_check'], '.3f')}), noise multiplier "
                   f"{p['noise_multiplier']:.3f}, {p['steps']} steps. {p['expert'].removesuffix('-dp')} perplexity: "
                   f"DP expert {p['perplexity']:.2f}, non-DP expert {p['non_dp_perplexity']:.2f}, anchor {p['anchor_perplexity']:.2f}",
                   markup=False)

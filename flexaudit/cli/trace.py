@@ -9,7 +9,16 @@ from typing import Annotated, Optional
 import typer
 from typer.core import TyperGroup
 
-from flexaudit.cli._common import RichProgress, guarded, out, print_json
+from flexaudit.cli._common import (
+    DeviceOption,
+    DtypeChoice,
+    DtypeOption,
+    RichProgress,
+    guarded,
+    out,
+    placement_of,
+    print_json,
+)
 from flexaudit.trace.spans import DEFAULT_MAX_DOCUMENTS, DEFAULT_MIN_TOKENS
 
 
@@ -78,6 +87,8 @@ def output_cmd(
     seed: Annotated[int, typer.Option(help="Seed for sampling.")] = 0,
     reveal: Annotated[bool, typer.Option(help="Also print your documents' text around each match.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON only.")] = False,
+    device: DeviceOption = "auto",
+    dtype: DtypeOption = DtypeChoice.float32,
 ) -> None:
     """Find the spans of a text, or of the model's output, that occur verbatim in your indexed documents.
 
@@ -89,6 +100,7 @@ def output_cmd(
     result = guarded(lambda: trace_output(
         model_dir, index, text=text, prompt=prompt, anchor_dir=anchor, exclude=exclude, min_tokens=min_tokens,
         max_documents=max_documents, max_new_tokens=max_new_tokens, sample=sample, seed=seed, reveal=reveal,
+        placement=placement_of(device, dtype),
     ))
     if as_json:
         print_json({"model": str(model_dir), "excluded": exclude, **result.as_dict()})

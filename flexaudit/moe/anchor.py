@@ -20,7 +20,17 @@ from flexaudit.data.split import split_documents
 from flexaudit.digest import root_digest, text_sha256
 from flexaudit.errors import InputError, IntegrityError
 from flexaudit.fsutil import atomic_write_json, staged_directory
-from flexaudit.moe.checkpoint import read_hf_weights, read_json, refuse_pickle, write_hf_checkpoint
+from flexaudit.moe.checkpoint import (
+    checkpoint_dtype,
+    expert_layout,
+    read_json,
+    read_model_config,
+    read_slots,
+    refuse_pickle,
+    tensor_names,
+    write_hf_checkpoint,
+)
+from flexaudit.moe.device import CPU_FLOAT32, Placement, dtype_name
 from flexaudit.moe.model import FlexOlmo, ModelConfig
 from flexaudit.moe.router_init import DEFAULT_ROUTER_INIT, router_rows
 from flexaudit.moe.tokenizer import encode_documents, load_tokenizer, train_tokenizer
@@ -83,9 +93,11 @@ PRESETS = {
 @dataclass
 class Anchor:
     directory: Path
-    model: FlexOlmo
+    model: FlexOlmo | None  # in the placement it was loaded with; None when loaded without weights
     tokenizer: object
     info: dict
+    stored_dtype: torch.dtype = torch.float32  # the dtype of its weights on disk: packages and pools keep it
+    model_config: ModelConfig | None = None
 
     @property
     def root_digest(self) -> str:
@@ -93,7 +105,7 @@ class Anchor:
 
     @property
     def config(self) -> ModelConfig:
-        return self.model.config
+        return self.model.config if self.model is not None else self.model_config
 
 
 def software_versions() -> dict:
@@ -146,9 +158,11 @@ def train_anchor(
     router_init: str = DEFAULT_ROUTER_INIT,
     resume: bool = False,
     overwrite: bool = False,
+    placement: Placement = CPU_FLOAT32,
     progress: Progress = NULL_PROGRESS,
 ) -> dict:
-    """Train a tokenizer and a small OLMo-2-style model from scratch on public text."""
+    """Train a tokenizer and a small OLMo-2-style model from scratch on public text, on `placement`'s device;
+    with a half-precision dtype it trains in mixed precision and the anchor is stored in that dtype."""
     if preset not in PRESETS:
         raise InputError(f"unknown preset {preset!r}: choose one of {', '.join(PRESETS)}")
     if out.exists() and not overwrite and not resume:
@@ -167,7 +181,7 @@ def train_anchor(
         tokenizer = train_tokenizer((d.text for d in split.members), vocab_size=p.vocab_size)
         tokenizer.save_pretrained(str(tokenizer_dir))
     torch.manual_seed(seed)
-    model = FlexOlmo(p.model_config(len(tokenizer)))
+    model = FlexOlmo(p.model_config(len(tokenizer))).to(placement.device)  # float32: the optimizer's master weights
     settings = p.settings(steps=steps, seed=seed)
     stream = PackedStream(
         encode_documents(tokenizer, [d.text for d in split.members]),
@@ -178,8 +192,9 @@ def train_anchor(
     identity = {"kind": "anchor", "preset": asdict(p), "documents": text_sha256("".join(sorted(d.sha256 for d in split.members)))}
     result = train(
         model, stream, settings, checkpoint_dir=local / "checkpoints", resume=resume,
-        identity=identity, progress=progress, description="anchor",
+        identity=identity, placement=placement, progress=progress, description="anchor",
     )
+    model = model.to(placement.dtype)
     _set_public_row(model, tokenizer, [d.text for d in split.members], router_init, seed)
     _write_holdout(local, split.holdout)
     info = {
@@ -192,6 +207,8 @@ def train_anchor(
                          "final_loss": result.final_loss, "seconds": round(result.seconds, 1)},
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "software": software_versions(),
+            "dtype": dtype_name(placement.dtype),
+            "device": str(placement.device),
         },
         "router": {"public_row": router_init, "seed": seed},
     }
@@ -203,43 +220,64 @@ def import_anchor(
     hf_dir: Path,
     out: Path,
     *,
+    public_expert: int | None = None,
     public_data: Path | None = None,
     router_init: str = DEFAULT_ROUTER_INIT,
     seed: int = 0,
     overwrite: bool = False,
+    placement: Placement = CPU_FLOAT32,
 ) -> dict:
-    """Take a local dense OLMo-2 (or 1-expert FlexOlmo) checkpoint with its tokenizer as the anchor."""
-    from flexaudit.moe.checkpoint import read_model_config
-
+    """Take a local checkpoint with its tokenizer as the anchor: a dense OLMo-2 or 1-expert FlexOlmo, or the
+    shared weights and expert `public_expert` (its FFN and router row) of an N-expert FlexOlmo pool or an
+    owner's 2-expert checkpoint. The weights are copied bit for bit in the dtype they are stored in
+    (float32, bfloat16 or float16; shards and both expert layouts are read); `placement` is only used to
+    compute a new public router row from `public_data`."""
     if not hf_dir.is_dir():
         raise InputError(f"checkpoint directory not found: {hf_dir}")
     refuse_pickle(hf_dir)
     hf = read_json(hf_dir / "config.json", "config.json")
     cfg = read_model_config(hf_dir)
-    if cfg.num_experts != 1:
+    if cfg.num_experts > 1 and public_expert is None:
         raise InputError(
-            f"{hf_dir} holds {cfg.num_experts} experts: an anchor is a dense or 1-expert model, not a merged pool"
+            f"{hf_dir} holds {cfg.num_experts} experts: pass --public-expert K to take expert K (usually 0, the "
+            "public one) and the shared weights as the anchor"
         )
-    model = FlexOlmo.from_hf_state_dict(cfg, read_hf_weights(hf_dir)).eval()
+    slot = public_expert if public_expert is not None else 0
+    if not 0 <= slot < cfg.num_experts:
+        raise InputError(f"--public-expert {slot}: {hf_dir} has experts 0..{cfg.num_experts - 1}")
+    layout = expert_layout(tensor_names(hf_dir))
+    stored = checkpoint_dtype(hf_dir)
+    tensors = read_slots(hf_dir, [slot], num_experts=cfg.num_experts)
+    model = FlexOlmo.from_hf_state_dict(cfg.replace(num_experts=1, top_k=1), tensors).eval()
     tokenizer = load_tokenizer(hf_dir)
     if len(tokenizer) > cfg.vocab_size:
         raise InputError(f"the tokenizer has {len(tokenizer)} tokens but the model only {cfg.vocab_size}")
     if public_data is not None:
-        _set_public_row(model, tokenizer, [d.text for d in load_documents(public_data)], router_init, seed)
+        work = model.to(device=placement.device, dtype=placement.dtype)
+        _set_public_row(work, tokenizer, [d.text for d in load_documents(public_data)], router_init, seed)
+        model = work.to(device="cpu", dtype=stored)
         row = router_init
+    elif cfg.num_experts > 1:
+        row = f"expert {slot}'s router row, kept from the checkpoint"
     else:
         row = "kept from the checkpoint (zeros for a dense model: the public logit is the constant 0)"
+    source = {"from_model_type": hf.get("model_type")}
+    if cfg.num_experts > 1:
+        source |= {"from_experts": cfg.num_experts, "public_expert": slot, "layout": layout,
+                   "source_root_digest": root_digest(hf_dir)}
     info = {
         "provenance": {
             "source": "imported",
-            "from_model_type": hf.get("model_type"),
+            **source,
+            "dtype": dtype_name(stored),
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "software": software_versions(),
         },
         "router": {"public_row": row, "seed": seed},
     }
     digest = _publish(out, model, hf_dir, info, overwrite=overwrite)
-    return {"root_digest": digest, "out": str(out), "parameters": model.num_parameters()}
+    return {"root_digest": digest, "out": str(out), "parameters": model.num_parameters(), "dtype": dtype_name(stored),
+            "experts_in_source": cfg.num_experts, "layout": layout}
 
 
 def local_dir(out: Path) -> Path:
@@ -272,13 +310,20 @@ def verify_anchor(directory: Path) -> dict:
     return info
 
 
-def load_anchor(directory: str | Path) -> Anchor:
-    """Load and verify an anchor: its files must still have the root digest anchor.json states."""
+def load_anchor(directory: str | Path, *, placement: Placement | None = None, weights: bool = True) -> Anchor:
+    """Load and verify an anchor: its files must still have the root digest anchor.json states. The model is
+    read straight into `placement` (default: on the CPU, in the dtype it is stored in); with weights=False
+    only its config and tokenizer are (for checking packages against it without holding the model)."""
     from flexaudit.moe.checkpoint import load_flexolmo
 
     directory = Path(directory)
     info = verify_anchor(directory)
-    model = load_flexolmo(directory)
+    if not weights:
+        return Anchor(directory=directory, model=None, tokenizer=load_tokenizer(directory), info=info,
+                      stored_dtype=checkpoint_dtype(directory), model_config=read_model_config(directory))
+    model = load_flexolmo(directory, device=placement.device if placement else "cpu",
+                          dtype=placement.dtype if placement else None)
     if model.config.num_experts != 1:
         raise IntegrityError(f"anchor {directory} has {model.config.num_experts} experts; an anchor has exactly 1")
-    return Anchor(directory=directory, model=model, tokenizer=load_tokenizer(directory), info=info)
+    return Anchor(directory=directory, model=model, tokenizer=load_tokenizer(directory), info=info,
+                  stored_dtype=checkpoint_dtype(directory))

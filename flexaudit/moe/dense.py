@@ -28,6 +28,7 @@ from flexaudit.errors import InputError, IntegrityError
 from flexaudit.fsutil import atomic_write_json, staged_directory
 from flexaudit.moe.anchor import load_anchor, local_dir
 from flexaudit.moe.checkpoint import read_json, write_hf_checkpoint
+from flexaudit.moe.device import CPU_FLOAT32, Placement
 from flexaudit.moe.expert import load_package
 from flexaudit.moe.model import FlexOlmo
 from flexaudit.moe.tokenizer import encode_documents
@@ -88,6 +89,7 @@ def train_dense_baseline(
     out: Path | None = None,
     resume: bool = False,
     overwrite: bool = False,
+    placement: Placement = CPU_FLOAT32,
     progress: Progress = NULL_PROGRESS,
 ) -> DenseBaseline:
     """Fine-tune every parameter of the anchor on the expert's member documents with the expert's schedule.
@@ -95,18 +97,19 @@ def train_dense_baseline(
     Writes a 1-expert FlexOlmo checkpoint and dense-baseline.json to `out` (default
     `<expert>.local/dense-baseline`). Raises InputError when the expert's owner-side files are missing, its
     schedule is not recorded or it was trained with DP; IntegrityError when the package fails verification or
-    names another anchor."""
+    names another anchor. Trains on `placement` as the expert does (float32 master weights, autocast in a half
+    dtype) and stores the weights in the anchor's dtype."""
     expert_dir = Path(expert_dir)
     out = Path(out) if out is not None else default_location(expert_dir)
     if out.exists() and not overwrite and not resume:
         raise InputError(f"{out} already exists: choose another --out or pass --force to replace it")
-    anchor = load_anchor(anchor_dir)
+    anchor = load_anchor(anchor_dir, placement=placement)
     package = load_package(expert_dir, anchor=anchor)
     settings = _settings(package.manifest)
     if settings.seq_len > anchor.config.max_seq_len:
         raise InputError(f"the expert's sequence length {settings.seq_len} exceeds the anchor's context")
     texts = _training_texts(local_dir(expert_dir))
-    model = FlexOlmo(anchor.config)
+    model = FlexOlmo(anchor.config).to(placement.device)  # float32: the optimizer's master weights
     model.load_state_dict(anchor.model.state_dict())
     model.requires_grad_(True)
     stream = PackedStream(encode_documents(anchor.tokenizer, texts), seq_len=settings.seq_len,
@@ -114,7 +117,7 @@ def train_dense_baseline(
     identity = {"kind": "dense-baseline", "expert": package.root_digest, "anchor": anchor.root_digest}
     checkpoints = local_dir(out) / "checkpoints"
     result = train(model, stream, settings, checkpoint_dir=checkpoints, resume=resume, identity=identity,
-                   progress=progress, description=f"dense baseline of {package.name}")
+                   placement=placement, progress=progress, description=f"dense baseline of {package.name}")
     info = {
         "format": BASELINE_FORMAT,
         "purpose": ("the owner's comparison for the extraction table: the anchor fine-tuned with every parameter "
@@ -127,7 +130,7 @@ def train_dense_baseline(
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     with staged_directory(out, replace=overwrite or resume) as tmp:
-        write_hf_checkpoint(tmp, model.eval(), tokenizer_from=anchor.directory,
+        write_hf_checkpoint(tmp, model.eval().to(anchor.stored_dtype), tokenizer_from=anchor.directory,
                             extra_config={"expert_names": [f"dense-{package.name}"]})
         info["root_digest"] = root_digest(tmp, exclude=[BASELINE_FILE])
         atomic_write_json(tmp / BASELINE_FILE, info)

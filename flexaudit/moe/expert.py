@@ -16,7 +16,6 @@ accounted in the privacy ledger, is flexaudit.privacy.expert_training.train_expe
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
@@ -32,6 +31,7 @@ from flexaudit.moe.checkpoint import read_hf_weights, read_json, read_safetensor
 from flexaudit.moe.model import FlexOlmo
 from flexaudit.moe.router_init import DEFAULT_ROUTER_INIT
 from flexaudit.moe.training import TrainSettings
+from flexaudit.names import check_read_name
 
 if TYPE_CHECKING:  # DP options belong to the privacy layer, which trains experts with them
     from flexaudit.privacy.expert_training import DPOptions
@@ -39,8 +39,6 @@ if TYPE_CHECKING:  # DP options belong to the privacy layer, which trains expert
 MANIFEST = "manifest.json"
 WEIGHTS = "expert.safetensors"
 PACKAGE_FORMAT = "flexaudit-expert/1"
-NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-RESERVED_NAMES = {"public", "anchor"}
 # Chosen by measurement on the demo (benchmarks/method_choices.py, README "Design choices, measured").
 DEFAULT_TOP_K = 2
 NO_GUARANTEE = {
@@ -84,40 +82,49 @@ class ExpertOptions:
         )
 
 
-def check_name(name: str) -> str:
-    if not NAME_PATTERN.match(name) or name.lower() in RESERVED_NAMES:
-        raise InputError(
-            f"invalid expert name {name!r}: use 1-64 letters, digits, '.', '_' or '-' (not 'public' or 'anchor')"
-        )
-    return name
-
-
 # --- building the 2-expert training model --------------------------------------------------------------
 
 def upcycle(anchor: FlexOlmo, expert_rows: torch.Tensor, *, router_bias: bool) -> FlexOlmo:
-    """Anchor (1 expert) -> 2 experts: slot 1 is a copy of the public FFN with the given router rows."""
-    cfg = anchor.config.replace(num_experts=2, top_k=2, router_bias=router_bias)
-    model = FlexOlmo(cfg)
-    state = anchor.state_dict()
+    """Anchor (1 expert) -> 2 experts: slot 1 is a copy of the public FFN with the given router rows (L, H).
+
+    The frozen tensors are the anchor's own (shared, not copied: on their device, in their dtype); slot 1's FFN
+    and router row are new float32 tensors, the optimizer's master weights (mixed precision keeps the
+    updates in float32 whatever the anchor's dtype)."""
+    cfg = anchor.config.replace(num_experts=2, top_k=2, router_bias=False)
+    state = dict(anchor.state_dict())
     for i in range(cfg.num_layers):
         for proj in ("gate_proj", "up_proj", "down_proj"):
-            state[f"model.layers.{i}.mlp.experts.1.{proj}.weight"] = state[f"model.layers.{i}.mlp.experts.0.{proj}.weight"].clone()
-        state[f"model.layers.{i}.mlp.gate.rows.1.weight"] = expert_rows[i : i + 1].clone()
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    assert not unexpected and all(".gate.bias." in m for m in missing), (missing, unexpected)
+            public = state[f"model.layers.{i}.mlp.experts.0.{proj}.weight"]
+            state[f"model.layers.{i}.mlp.experts.1.{proj}.weight"] = public.detach().to(torch.float32, copy=True)
+        state[f"model.layers.{i}.mlp.gate.rows.1.weight"] = expert_rows[i : i + 1].to(anchor.device, torch.float32)
+    model = _assembled(cfg, state)
+    return model.with_router_bias() if router_bias else model
+
+
+def _assembled(cfg, state: dict[str, torch.Tensor]) -> FlexOlmo:
+    """A model holding exactly these tensors (built on the meta device: nothing is initialised or copied)."""
+    with torch.device("meta"):
+        model = FlexOlmo(cfg)
+    model.load_state_dict(state, strict=True, assign=True)
+    if cfg.tie_word_embeddings:
+        model.lm_head.weight = model.model.embed_tokens.weight
+    model.reset_buffers()
     return model
 
 
-def package_tensors(model: FlexOlmo, slot: int = 1) -> dict[str, torch.Tensor]:
-    """The tensors of one expert slot under package names."""
+def package_tensors(model: FlexOlmo, slot: int = 1, *, dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
+    """The tensors of one expert slot under package names, on the CPU in `dtype` (default: the frozen
+    weights' dtype, so a package keeps its anchor's precision)."""
+    dtype = dtype or model.dtype
     out = {}
     for i, layer in enumerate(model.model.layers):
         expert = layer.mlp.experts[slot]
         for proj in ("gate_proj", "up_proj", "down_proj"):
-            out[f"layers.{i}.mlp.{proj}.weight"] = getattr(expert, proj).weight.detach().clone()
-        out[f"layers.{i}.router.weight"] = layer.mlp.gate.rows[slot].weight.detach().clone()
+            out[f"layers.{i}.mlp.{proj}.weight"] = getattr(expert, proj).weight.detach().to("cpu", dtype, copy=True)
+        out[f"layers.{i}.router.weight"] = layer.mlp.gate.rows[slot].weight.detach().to("cpu", dtype, copy=True)
         if layer.mlp.gate.bias is not None:
-            out[f"layers.{i}.router.bias"] = layer.mlp.gate.bias.weight.detach()[slot - 1 : slot].clone()
+            # the bias is a training-time parameter that never reaches a merged model: kept in float32
+            out[f"layers.{i}.router.bias"] = layer.mlp.gate.bias.weight.detach()[slot - 1 : slot].to("cpu", copy=True)
     return out
 
 
@@ -135,7 +142,8 @@ def expected_tensor_shapes(anchor_cfg, *, with_bias: bool) -> dict[str, tuple[in
 
 
 def verify_frozen(model: FlexOlmo, anchor_dir: Path) -> int:
-    """Every tensor the owner must not change is bit-identical to the anchor's on-disk tensor."""
+    """Every tensor the owner must not change is bit-identical to the anchor's on-disk tensor (compared in the
+    anchor's stored dtype, on the CPU)."""
     anchor_tensors = read_hf_weights(anchor_dir)
     checked = 0
     for name, t in model.state_dict().items():
@@ -146,7 +154,8 @@ def verify_frozen(model: FlexOlmo, anchor_dir: Path) -> int:
             key = name.replace(".gate.rows.0.weight", ".gate.weight")
         if key == "lm_head.weight" and key not in anchor_tensors:
             key = "model.embed_tokens.weight"  # tied embeddings
-        if not torch.equal(t, anchor_tensors[key]):
+        reference = anchor_tensors[key]
+        if not torch.equal(t.detach().to("cpu", reference.dtype), reference):
             raise IntegrityError(f"frozen tensor {name} differs from the anchor's: refusing to package this expert")
         checked += 1
     return checked
@@ -202,6 +211,7 @@ def load_package(directory: str | Path, *, anchor: Anchor | None = None) -> Expe
     manifest = read_json(directory / MANIFEST, "manifest.json (is this an expert package?)")
     if manifest.get("format") != PACKAGE_FORMAT:
         raise IntegrityError(f"{directory / MANIFEST} has format {manifest.get('format')!r}, expected {PACKAGE_FORMAT!r}")
+    check_read_name(manifest.get("name"), what="the expert name", where=directory / MANIFEST)
     actual = file_digests(directory, exclude=[MANIFEST])
     stated = manifest.get("files") or {}
     if actual != stated:
@@ -232,7 +242,8 @@ def load_package(directory: str | Path, *, anchor: Anchor | None = None) -> Expe
 
 
 def install_expert(model: FlexOlmo, slot: int, package: ExpertPackage) -> None:
-    """Copy a package's tensors into expert slot `slot` of `model` (router bias excluded)."""
+    """Copy a package's tensors into expert slot `slot` of `model` (router bias excluded), converting them to
+    the model's device and dtype."""
     with torch.no_grad():
         for i, layer in enumerate(model.model.layers):
             for proj in ("gate_proj", "up_proj", "down_proj"):
@@ -241,7 +252,9 @@ def install_expert(model: FlexOlmo, slot: int, package: ExpertPackage) -> None:
 
 
 def compose(anchor: Anchor, packages: list[ExpertPackage], *, top_k: int | None = None) -> FlexOlmo:
-    """The anchor with each package in slots 1..n, in memory."""
+    """The anchor with each package in slots 1..n, in memory, on the anchor model's device and in its dtype.
+    The anchor's FFN, attention, norms and embeddings are shared, not copied; every router row and expert is a
+    copy, so tuning the router (flexaudit.moe.router_tuning) never changes the anchor or a package."""
     names = [p.name for p in packages]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
@@ -251,19 +264,15 @@ def compose(anchor: Anchor, packages: list[ExpertPackage], *, top_k: int | None 
     if top_k is not None and top_k > n:
         raise InputError(f"--top-k {top_k} exceeds the {n} experts being merged (the public one included)")
     cfg = anchor.config.replace(num_experts=n, top_k=k, router_bias=False)
-    model = FlexOlmo(cfg)
-    state = anchor.model.state_dict()
-    merged = model.state_dict()
-    for name in merged:
-        if ".mlp.experts." in name or ".gate.rows." in name:
-            continue
-        merged[name] = state[name]
+    base = anchor.model
+    state = dict(base.state_dict())
     for i in range(cfg.num_layers):
-        for proj in ("gate_proj", "up_proj", "down_proj"):
-            key = f"model.layers.{i}.mlp.experts.0.{proj}.weight"
-            merged[key] = state[key]
-        merged[f"model.layers.{i}.mlp.gate.rows.0.weight"] = state[f"model.layers.{i}.mlp.gate.rows.0.weight"]
-    model.load_state_dict(merged)
+        state[f"model.layers.{i}.mlp.gate.rows.0.weight"] = state[f"model.layers.{i}.mlp.gate.rows.0.weight"].clone()
     for slot, package in enumerate(packages, start=1):
-        install_expert(model, slot, package)
-    return model.eval()
+        for i in range(cfg.num_layers):
+            for proj in ("gate_proj", "up_proj", "down_proj"):
+                state[f"model.layers.{i}.mlp.experts.{slot}.{proj}.weight"] = \
+                    package.tensors[f"layers.{i}.mlp.{proj}.weight"].to(base.device, base.dtype, copy=True)
+            state[f"model.layers.{i}.mlp.gate.rows.{slot}.weight"] = \
+                package.tensors[f"layers.{i}.router.weight"].to(base.device, base.dtype, copy=True)
+    return _assembled(cfg, state).eval()

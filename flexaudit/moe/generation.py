@@ -7,6 +7,7 @@ from pathlib import Path
 import torch
 
 from flexaudit.errors import InputError
+from flexaudit.moe.device import Placement
 from flexaudit.moe.merge import export_for_transformers
 
 
@@ -19,8 +20,10 @@ def generate(
     max_new_tokens: int = 64,
     sample: bool = False,
     seed: int = 0,
+    placement: Placement | None = None,
 ) -> str:
-    """The prompt's continuation (prompt included) from the model with the excluded experts removed."""
+    """The prompt's continuation (prompt included) from the model with the excluded experts removed, run by
+    transformers on `placement` (default: the CPU, in the stored dtype)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     if not prompt:
@@ -30,9 +33,11 @@ def generate(
     from attacks.model import quiet_transformers
 
     with export_for_transformers(Path(model_dir), anchor_dir=anchor_dir, exclude=list(exclude)) as path, quiet_transformers():
-        model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True).eval()
+        dtype = placement.dtype if placement is not None else "auto"
+        device = placement.device if placement is not None else torch.device("cpu")
+        model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True, dtype=dtype).to(device).eval()
         tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
-    ids = tokenizer(prompt, return_tensors="pt", add_special_tokens=False)["input_ids"]
+    ids = tokenizer(prompt, return_tensors="pt", add_special_tokens=False)["input_ids"].to(device)
     limit = model.config.max_position_embeddings
     if ids.shape[1] + max_new_tokens > limit:
         raise InputError(f"prompt ({ids.shape[1]} tokens) plus {max_new_tokens} new tokens exceeds the model's context of {limit}")

@@ -81,8 +81,8 @@ class ModelConfig:
         return cls(**{k: v for k, v in d.items() if k in known})
 
     # --- Hugging Face FlexOlmoConfig ------------------------------------------------------------------
-    def hf_config(self) -> dict:
-        """The config.json fields of the equivalent Hugging Face FlexOlmo checkpoint."""
+    def hf_config(self, *, dtype: str = "float32") -> dict:
+        """The config.json fields of the equivalent Hugging Face FlexOlmo checkpoint (weights in `dtype`)."""
         return {
             "architectures": ["FlexOlmoForCausalLM"],
             "model_type": "flex_olmo",
@@ -107,7 +107,7 @@ class ModelConfig:
             "attention_bias": False,
             "attention_dropout": 0.0,
             "use_cache": True,
-            "dtype": "float32",
+            "dtype": dtype,
         }
 
     @classmethod
@@ -362,9 +362,12 @@ class FlexOlmo(nn.Module):
 
     @classmethod
     def from_hf_state_dict(cls, cfg: ModelConfig, tensors: dict[str, torch.Tensor]) -> "FlexOlmo":
-        """Build from Hugging Face FlexOlmo tensors; dense OLMo-2 tensors are read as a single expert."""
+        """Build from Hugging Face FlexOlmo tensors (per-expert names; dense OLMo-2 tensors are read as a single
+        expert). The model takes the tensors themselves, on their device and in their dtype: it is built on the
+        meta device first, so no randomly initialised float32 copy is ever made."""
         tensors = _dense_as_one_expert(tensors)
-        model = cls(cfg.replace(router_bias=False))
+        with torch.device("meta"):
+            model = cls(cfg.replace(router_bias=False))
         expected = model.hf_state_dict()
         missing = sorted(set(expected) - set(tensors))
         unexpected = sorted(set(tensors) - set(expected) - {"lm_head.weight"})
@@ -388,15 +391,40 @@ class FlexOlmo(nn.Module):
                 continue
             else:
                 state[name] = t
-        model.load_state_dict(state, strict=True)
+        if cfg.tie_word_embeddings:
+            state["lm_head.weight"] = state["model.embed_tokens.weight"]
+        model.load_state_dict(state, strict=True, assign=True)
+        if cfg.tie_word_embeddings:
+            model.lm_head.weight = model.model.embed_tokens.weight
+        model.reset_buffers()
         if cfg.router_bias:  # keep the flag for training; the bias itself starts at RouterBias.INIT
             model = model.with_router_bias()
         return model
 
+    def reset_buffers(self) -> None:
+        """(Re)create the non-persistent buffers on the weights' device (after building on the meta device)."""
+        device = self.model.embed_tokens.weight.device
+        for layer in self.model.layers:
+            layer.mlp.gate.register_buffer("logit_mask", torch.zeros(self.config.num_experts, device=device),
+                                           persistent=False)
+
     def with_router_bias(self) -> "FlexOlmo":
-        biased = FlexOlmo(self.config.replace(router_bias=True))
-        biased.load_state_dict(self.state_dict(), strict=False)
-        return biased
+        """This model with the method's router bias added to every layer (in place; a new float32 parameter)."""
+        self.config = self.config.replace(router_bias=True)
+        device = self.model.embed_tokens.weight.device
+        for layer in self.model.layers:
+            if layer.mlp.gate.bias is None and self.config.num_experts > 1:
+                layer.mlp.gate.bias = RouterBias(self.config.num_experts).to(device)
+        return self
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.embed_tokens.weight.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The dtype of the frozen weights (the anchor's): what packages and merged pools are stored in."""
+        return self.model.embed_tokens.weight.dtype
 
     def num_parameters(self, *, trainable_only: bool = False) -> int:
         return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)

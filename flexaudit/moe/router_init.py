@@ -60,11 +60,12 @@ def _router_input_stats(model: FlexOlmo, tokenizer, texts: list[str]) -> tuple[t
     rows = sorted((ids[:seq_len] for ids in encode_documents(tokenizer, texts)), key=len)
     for start in range(0, len(rows), 32):
         x, mask = pad_right(rows[start:start + 32], model.config.pad_token_id)
+        x, mask = x.to(model.device), mask.to(model.device)
         _, moe_inputs = model(x, return_moe_inputs=True)
         for layer, h in enumerate(moe_inputs):  # h: (B, T, H)
             real = h[mask].double()  # (tokens, H)
-            total[layer] += real.sum(0)
-            norms[layer] += real.norm(dim=-1).sum()
+            total[layer] += real.sum(0).cpu()
+            norms[layer] += real.norm(dim=-1).sum().cpu()
         count += int(mask.sum())
     if count == 0:
         raise InputError("no tokens to initialise the router from")

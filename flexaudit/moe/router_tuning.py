@@ -14,6 +14,7 @@ written anywhere.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -45,10 +46,10 @@ class RouterTuning:
 @torch.no_grad()
 def sample_proxies(model: FlexOlmo, *, n: int, length: int, eos: int, tuning: RouterTuning) -> list[list[int]]:
     """n sequences sampled from `model`, each starting after an end-of-text token (a fresh document)."""
-    g = torch.Generator().manual_seed(tuning.seed)
+    g = torch.Generator().manual_seed(tuning.seed)  # on the CPU: the same samples on every device
     ids = torch.full((n, 1), eos, dtype=torch.long)
     for _ in range(length):
-        logits = model(ids)[:, -1].float() / tuning.temperature  # (n, V)
+        logits = model(ids.to(model.device))[:, -1].float().cpu() / tuning.temperature  # (n, V)
         probs = torch.softmax(logits, dim=-1)
         sorted_p, order = probs.sort(dim=-1, descending=True)
         keep = sorted_p.cumsum(-1) - sorted_p < tuning.top_p  # nucleus: smallest set reaching top_p
@@ -96,18 +97,22 @@ def tune_router(
     streams = [PackedStream(docs, seq_len=length - 1, batch_size=per_source, seed=tuning.seed + j)
                for j, docs in enumerate(sources)]
     model = compose(anchor, packages, top_k=top_k)
+    dtype = model.dtype
     for p in model.parameters():
         p.requires_grad_(False)
     rows = [row.weight for layer in model.model.layers for row in layer.mlp.gate.rows]
     for w in rows:
+        w.data = w.data.float()  # float32 master weights; the rest computes in the anchor's dtype under autocast
         w.requires_grad_(True)
     opt = torch.optim.Adam(rows, lr=tuning.lr)
+    mixed = torch.autocast(model.device.type, dtype=dtype) if dtype != torch.float32 else contextlib.nullcontext()
     model.train()
     task = progress.task("router tuning", total=tuning.steps)
     losses = []
     for step in range(tuning.steps):
-        batch = torch.cat([s.rows(step) for s in streams])  # (rows, T)
-        loss = causal_lm_loss(model, batch, torch.ones_like(batch, dtype=torch.bool))
+        batch = torch.cat([s.rows(step) for s in streams]).to(model.device)  # (rows, T)
+        with mixed:
+            loss = causal_lm_loss(model, batch, torch.ones_like(batch, dtype=torch.bool))
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
@@ -116,6 +121,7 @@ def tune_router(
     task.close()
     for w in rows:
         w.requires_grad_(False)
+        w.data = w.data.to(dtype)
     model.eval()
     tenth = max(1, len(losses) // 10)
     record = {

@@ -26,6 +26,7 @@ from safetensors.torch import save_file
 
 from flexaudit.errors import InputError
 from flexaudit.fsutil import atomic_write_json, atomic_write_text, staged_directory
+from flexaudit.moe.device import CPU_FLOAT32, Placement
 from flexaudit.moe.model import FlexOlmo, causal_lm_loss, token_nll
 from flexaudit.progress import NULL_PROGRESS, Progress
 
@@ -146,6 +147,8 @@ class TrainResult:
 
 
 def _loss(model: FlexOlmo, batch: Batch, anchor_weight: float) -> torch.Tensor:
+    batch = Batch(batch.ids.to(model.device),
+                  batch.router_only.to(model.device) if batch.router_only is not None else None)
     mask = torch.ones_like(batch.ids, dtype=torch.bool)
     if batch.router_only is None or anchor_weight == 0:
         return causal_lm_loss(model, batch.ids, mask, batch.router_only)
@@ -181,7 +184,7 @@ class Checkpoints:
     def save(self, step: int, tensors: dict[str, torch.Tensor], meta: dict) -> None:
         name = f"step-{step:08d}"
         with staged_directory(self.directory / name, replace=True) as tmp:
-            save_file({k: v.detach().contiguous() for k, v in tensors.items()}, str(tmp / "state.safetensors"))
+            save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp / "state.safetensors"))
             _fault_point(f"checkpoint-write:{step}")
             atomic_write_json(tmp / "meta.json", meta)
         _fault_point(f"checkpoint-publish:{step}")
@@ -211,7 +214,9 @@ def _optimizer_tensors(opt: torch.optim.Optimizer, names: dict[int, str]) -> dic
 def _load_optimizer(opt: torch.optim.Optimizer, params: list[tuple[str, torch.nn.Parameter]], tensors: dict) -> None:
     for name, p in params:
         prefix = f"optim.{name}."
-        state = {k[len(prefix):]: v.clone() for k, v in tensors.items() if k.startswith(prefix)}
+        # moments live beside their parameter; the step count stays a CPU scalar, as the optimizer keeps it
+        state = {k[len(prefix):]: v.to(p.device, copy=True) if v.shape == p.shape else v.clone()
+                 for k, v in tensors.items() if k.startswith(prefix)}
         if state:
             opt.state[p] = state
 
@@ -249,14 +254,20 @@ def train(
     checkpoint_dir: Path,
     resume: bool,
     identity: dict,
+    placement: Placement = CPU_FLOAT32,
     progress: Progress = NULL_PROGRESS,
     description: str = "training",
 ) -> TrainResult:
-    """Train the parameters of `model` that require grad. `identity` (settings, data fingerprint, model) must
-    match a checkpoint's for it to be resumed; a mismatch is refused rather than silently mixed."""
+    """Train the parameters of `model` that require grad, on the model's device. `identity` (settings, data
+    fingerprint, model) must match a checkpoint's for it to be resumed; a mismatch is refused rather than
+    silently mixed. With a half-precision `placement` the parameters being trained are float32 master weights
+    and the forward and backward passes run under autocast in that dtype."""
     params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     if not params:
         raise InputError("nothing to train: every parameter is frozen")
+    for _, p in params:
+        if p.dtype != torch.float32:
+            p.data = p.data.float()
     names = {id(p): n for n, p in params}
     decay = [p for _, p in params if p.ndim >= 2 and settings.weight_decay > 0]
     no_decay = [p for _, p in params if not (p.ndim >= 2 and settings.weight_decay > 0)]
@@ -264,7 +275,7 @@ def train(
     opt = torch.optim.AdamW(groups, lr=settings.lr, betas=(0.9, 0.95), eps=1e-8)
 
     checkpoints = Checkpoints(checkpoint_dir)
-    identity = {**identity, "settings": asdict(settings)}
+    identity = {**identity, "settings": asdict(settings), "dtype": str(placement.dtype).removeprefix("torch.")}
     start, losses = 0, []
     saved = restore_or_reset(checkpoints, identity, params, opt, resume=resume)
     if saved is not None:
@@ -281,7 +292,8 @@ def train(
         for group in opt.param_groups:
             group["lr"] = settings.lr_at(step)
         batch = stream.batch(step)
-        loss = _loss(model, batch, getattr(stream, "anchor_weight", 0.0))
+        with placement.autocast():
+            loss = _loss(model, batch, getattr(stream, "anchor_weight", 0.0))
         loss.backward()
         torch.nn.utils.clip_grad_norm_([p for _, p in params], settings.max_grad_norm)
         opt.step()

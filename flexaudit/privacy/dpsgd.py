@@ -36,6 +36,7 @@ import torch
 import torch.nn.functional as F
 
 from flexaudit.errors import InputError
+from flexaudit.moe.device import CPU_FLOAT32, Placement
 from flexaudit.moe.model import FlexOlmo, RouterBias, causal_lm_loss, pad_right
 from flexaudit.moe.training import (
     Checkpoints,
@@ -121,7 +122,8 @@ class _LinearPerSample(torch.autograd.Function):
         if getattr(weight, "dp_factors", None) is not None:
             raise RuntimeError("a trainable layer ran twice in one forward pass; per-sample factors would mix")
         weight.dp_factors = (x.reshape(x.shape[0], -1, x.shape[-1]), grad_out.reshape(grad_out.shape[0], -1, grad_out.shape[-1]))
-        return (grad_out @ weight if ctx.needs_input_grad[0] else None), None
+        # under autocast the forward ran in half precision while the weight is a float32 master copy
+        return (grad_out @ weight.to(grad_out.dtype) if ctx.needs_input_grad[0] else None), None
 
 
 class _RouterBiasPerSample(torch.autograd.Function):
@@ -230,18 +232,21 @@ class _PerUnitClipper:
 
     def add(self, row_unit: torch.Tensor, n_units: int) -> None:
         one_row_each = len(row_unit) == n_units  # rows are the units, in order
-        squared = torch.zeros(n_units, dtype=torch.float64)
+        device = self.params[0].device
+        squared = torch.zeros(n_units, dtype=torch.float64, device=device)
+        row_unit = row_unit.to(device)
         parts = []
         for p in self.params:
             factors = getattr(p, "dp_factors", None)
             if factors is not None:
-                x, g = factors  # (R, T, in), (R, T, out)
+                x, g = factors  # (R, T, in), (R, T, out); half precision under autocast
                 p.dp_factors = None
-                per_row = torch.bmm(g.transpose(1, 2), x)  # (R, out, in)
+                per_row = torch.bmm(g.transpose(1, 2).float(), x.float())  # (R, out, in), float32 for the norms
             else:
-                per_row = p.grad_sample  # (R, *p.shape)
+                per_row = p.grad_sample.float()  # (R, *p.shape)
                 p.grad_sample = None
-            per_unit = per_row if one_row_each else torch.zeros((n_units, *p.shape), dtype=per_row.dtype).index_add_(0, row_unit, per_row)
+            per_unit = per_row if one_row_each else torch.zeros((n_units, *p.shape), dtype=per_row.dtype,
+                                                                device=device).index_add_(0, row_unit, per_row)
             flat = per_unit.reshape(n_units, -1)
             squared += torch.linalg.vector_norm(flat, dim=1).double().pow(2)
             parts.append(flat)
@@ -249,7 +254,7 @@ class _PerUnitClipper:
         factor = (self.C / (norms + 1e-6)).clamp(max=1.0)  # (units,)
         for acc, flat in zip(self.summed, parts):
             acc.add_((factor @ flat).view_as(acc))
-        self.norms.extend(norms.tolist())
+        self.norms.extend(norms.cpu().tolist())
 
 
 def _row_losses(model, ids: torch.Tensor, mask: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
@@ -262,10 +267,11 @@ def _row_losses(model, ids: torch.Tensor, mask: torch.Tensor, weights: torch.Ten
 
 
 def private_gradient(engine: PerSampleEngine, unit_rows, chosen, dp: DPSettings, noise: torch.Generator, trainable,
-                     unit_tokens, pad):
+                     unit_tokens, pad, placement: Placement = CPU_FLOAT32):
     """Set p.grad of every trainable parameter to one DP-SGD gradient for the sampled units `chosen`:
     per-unit clipped sum plus Gaussian noise, over the expected batch size. Returns the clipper (norms),
-    the summed loss and the number of predicted tokens."""
+    the summed loss and the number of predicted tokens. The noise is drawn on the CPU from the seeded
+    generator and moved to the parameters' device, so a run draws the same noise on any device."""
     clipper = _PerUnitClipper(trainable, dp.max_grad_norm)
     step_loss, step_tokens = 0.0, 0
     for i in range(0, len(chosen), dp.physical_batch_size):
@@ -277,13 +283,15 @@ def private_gradient(engine: PerSampleEngine, unit_rows, chosen, dp: DPSettings,
                 row_unit.append(j)
                 weights.append(1.0 / max(1, unit_tokens[u]))
         ids, mask = pad_right(rows, pad)
-        loss = _row_losses(engine, ids, mask, torch.tensor(weights))
+        device = trainable[0].device
+        with placement.autocast():
+            loss = _row_losses(engine, ids.to(device), mask.to(device), torch.tensor(weights, device=device))
         loss.backward()
         clipper.add(torch.tensor(row_unit), len(micro))
         step_loss += float(loss.detach())
         step_tokens += int(mask[:, 1:].sum())
     for p, acc in zip(trainable, clipper.summed):
-        draw = torch.randn(p.shape, generator=noise) * (dp.noise_multiplier * dp.max_grad_norm)
+        draw = torch.randn(p.shape, generator=noise).to(p.device) * (dp.noise_multiplier * dp.max_grad_norm)
         p.grad = (acc + draw) / dp.expected_batch_size
     return clipper, step_loss, step_tokens
 
@@ -300,19 +308,25 @@ def train_dp(
     checkpoint_dir: Path,
     resume: bool,
     identity: dict,
+    placement: Placement = CPU_FLOAT32,
     progress: Progress = NULL_PROGRESS,
     description: str = "DP training",
 ) -> tuple[TrainResult, dict]:
-    """Train the trainable parameters of `model` with DP-SGD. Returns the training result and statistics
-    (steps, units sampled, clipped fraction) for the manifest."""
+    """Train the trainable parameters of `model` with DP-SGD, on the model's device (mixed precision for a
+    half-precision `placement`, float32 master weights). Returns the training result and statistics (steps,
+    units sampled, clipped fraction) for the manifest."""
     params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    for _, p in params:
+        if p.dtype != torch.float32:
+            p.data = p.data.float()
     names = {id(p): n for n, p in params}
     opt = torch.optim.AdamW([p for _, p in params], lr=settings.lr, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.0)
     sampler = torch.Generator().manual_seed(secret_seed(key, run_id, "poisson-sampling"))
     noise = torch.Generator().manual_seed(secret_seed(key, run_id, "gaussian-noise"))
 
     checkpoints = Checkpoints(checkpoint_dir)
-    identity = {**identity, "settings": asdict(settings), "dp": asdict(dp), "run_id": run_id}
+    identity = {**identity, "settings": asdict(settings), "dp": asdict(dp), "run_id": run_id,
+                "dtype": str(placement.dtype).removeprefix("torch.")}
     start, losses, stats = 0, [], {"units_sampled": 0, "clipped": 0, "empty_steps": 0}
     saved = restore_or_reset(checkpoints, identity, params, opt, resume=resume)
     if saved is not None:
@@ -333,12 +347,14 @@ def train_dp(
         for group in opt.param_groups:
             group["lr"] = settings.lr_at(step)
         chosen = torch.nonzero(torch.rand(dp.units, generator=sampler) < dp.sample_rate).flatten().tolist()
-        clipper, step_loss, step_tokens = private_gradient(engine, unit_rows, chosen, dp, noise, trainable, unit_tokens, pad)
+        clipper, step_loss, step_tokens = private_gradient(engine, unit_rows, chosen, dp, noise, trainable, unit_tokens,
+                                                           pad, placement)
         if public is not None:
-            with engine.ordinary():  # public text is not private: an ordinary gradient, for the router only
-                rows = public.rows(step)
-                causal_lm_loss(model, rows, torch.ones_like(rows, dtype=torch.bool),
-                               torch.ones(rows.shape[0], dtype=torch.bool)).backward()
+            with engine.ordinary(), placement.autocast():  # public text is not private: an ordinary gradient
+                rows = public.rows(step).to(model.device)
+                loss = causal_lm_loss(model, rows, torch.ones_like(rows, dtype=torch.bool),
+                                      torch.ones(rows.shape[0], dtype=torch.bool, device=model.device))
+            loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
         stats["units_sampled"] += len(chosen)

@@ -21,12 +21,12 @@ from flexaudit.errors import InputError
 from flexaudit.fsutil import atomic_write_json, atomic_write_text
 from flexaudit.moe.anchor import Anchor, load_anchor, local_dir, software_versions
 from flexaudit.moe.checkpoint import read_json
+from flexaudit.moe.device import CPU_FLOAT32, Placement, dtype_name
 from flexaudit.moe.expert import (
     MANIFEST,
     NO_GUARANTEE,
     PACKAGE_FORMAT,
     ExpertOptions,
-    check_name,
     package_tensors,
     upcycle,
     verify_frozen,
@@ -35,7 +35,8 @@ from flexaudit.moe.expert import (
 from flexaudit.moe.router_init import router_rows
 from flexaudit.moe.tokenizer import encode_documents
 from flexaudit.moe.training import PackedStream, RouterContrastStream, TrainSettings, train
-from flexaudit.privacy.accountants import account, cross_check, default_delta, noise_multiplier_for
+from flexaudit.names import check_expert_name, check_name
+from flexaudit.privacy.accountants import account, default_delta, noise_multiplier_for
 from flexaudit.privacy.dpsgd import DPSettings, run_id_for, secret_seed, train_dp, unit_windows
 from flexaudit.privacy.ledger import Ledger, Segment
 from flexaudit.progress import NULL_PROGRESS, Progress
@@ -95,6 +96,7 @@ def train_expert(
     resume: bool = False,
     overwrite: bool = False,
     home: Path | None = None,
+    placement: Placement = CPU_FLOAT32,
     progress: Progress = NULL_PROGRESS,
 ) -> TrainedExpert:
     """Train one expert against the frozen anchor and write its package.
@@ -103,8 +105,11 @@ def train_expert(
     (checkpoints, the split's text, canary secrets) go to `<out>.local`. With `public_data`, a few rows of
     public text per step teach the router where the public expert is better (see RouterContrastStream);
     the expert itself still learns from the owner's data only. With `options.dp`, training is DP-SGD and
-    the privacy ledger must allow the run before it starts."""
-    check_name(name)
+    the privacy ledger must allow the run before it starts. The anchor is read into `placement` (device and
+    compute dtype; the expert trains in float32 master weights) and the package is stored in the anchor's
+    dtype."""
+    check_expert_name(name)
+    check_name(options.owner, what="owner name")
     dp = options.dp
     if dp is not None:
         dp.validate(subject_field=subject_field)
@@ -112,7 +117,7 @@ def train_expert(
         if resume and (out / MANIFEST).is_file():
             raise InputError(f"{out} already holds a finished package: nothing to resume (pass --force to retrain)")
         raise InputError(f"{out} already exists: choose another --out or pass --force to replace it")
-    anchor = load_anchor(anchor_dir)
+    anchor = load_anchor(anchor_dir, placement=placement)
     docs = load_documents(data, subject_field=subject_field)
     unit = dp.unit if dp is not None else "document"
     split = split_documents(docs, seed=options.seed, holdout_fraction=options.holdout_fraction, by_subject=unit == "subject")
@@ -145,15 +150,15 @@ def train_expert(
                               batch_size=settings.batch_size, seed=options.seed)
         result = train(
             model, RouterContrastStream(stream, public, anchor_weight=options.anchor_weight) if public else stream, settings,
-            checkpoint_dir=local / "checkpoints", resume=resume, identity=identity, progress=progress,
-            description=f"expert {name}",
+            checkpoint_dir=local / "checkpoints", resume=resume, identity=identity, placement=placement,
+            progress=progress, description=f"expert {name}",
         )
         privacy, segments = NO_GUARANTEE, None
     else:
         result, privacy, segments, run_id = _train_private(
             model, anchor, split.members, canaries, options, settings, identity=identity, fingerprint=fingerprint,
             ledger=ledger, key=key, public=public, checkpoint_dir=local / "checkpoints", resume=resume,
-            name=name, progress=progress,
+            name=name, placement=placement, progress=progress,
         )
     frozen_checked = verify_frozen(model, anchor.directory)
     manifest = {
@@ -179,6 +184,8 @@ def train_expert(
             "trainable": "slot-1 FFN, slot-1 router row" + (", router bias" if options.router_bias else ""),
             "frozen": "embeddings, attention, norms, LM head, public FFN, public router row",
             "trainable_parameters": sum(p.numel() for n, p in model.named_parameters() if n in trainable),
+            "compute_dtype": dtype_name(placement.dtype),
+            "stored_dtype": dtype_name(anchor.stored_dtype),
             "frozen_tensors_verified_identical": frozen_checked,
             "tokens": result.tokens,
             "epochs": round(result.epochs, 3),
@@ -195,7 +202,8 @@ def train_expert(
         # the ledger learns of the release before the package becomes visible: never behind what was shared
         ledger.record_release(run_id, segments, package_digest=root_digest(staged))
 
-    write_package(out, package_tensors(model), manifest, overwrite=overwrite, before_publish=release)
+    write_package(out, package_tensors(model, dtype=anchor.stored_dtype), manifest, overwrite=overwrite,
+                  before_publish=release)
     _write_local_split(local, split)
     if canaries:
         atomic_write_json(local / "canaries.json", {"template": canaries[0].template, "repeats": options.canary_repeats,
@@ -257,7 +265,7 @@ def canary_record(canaries: list, options: ExpertOptions, key: bytes) -> dict:
 
 
 def _train_private(model, anchor, members, canaries, options, settings, *, identity, fingerprint, ledger, key,
-                   public, checkpoint_dir, resume, name, progress):
+                   public, checkpoint_dir, resume, name, placement, progress):
     """DP-SGD over privacy units; the ledger refuses the run before any step if it would exceed the cap."""
     dp = options.dp
     by_unit: dict[str, list[str]] = {}
@@ -289,19 +297,22 @@ def _train_private(model, anchor, members, canaries, options, settings, *, ident
                              delta=delta, unit=dp.unit, accountant=dp.accountant, units=n,
                              physical_batch_size=dp.physical_batch_size, engine=dp.engine)
     result, stats = train_dp(model, unit_rows, settings, settings_dp, key=key, run_id=run_id, public=public,
-                             checkpoint_dir=checkpoint_dir, resume=resume, identity=identity, progress=progress,
-                             description=f"expert {name} (DP)")
+                             checkpoint_dir=checkpoint_dir, resume=resume, identity=identity, placement=placement,
+                             progress=progress, description=f"expert {name} (DP)")
     history = [Segment(noise_multiplier=sigma, sample_rate=sample_rate, steps=settings.steps)]
     spent = account(history, delta=delta, accountant=dp.accountant)
-    check = cross_check(history, delta=delta, accountant=dp.accountant)
+    check = spent.cross_check(history)
     privacy = {
         "guarantee": "dp",
         "statement": f"({spent.epsilon:.3g}, {delta:g})-differential privacy for each {dp.unit}"
-        + (" (all records of one data subject)" if dp.unit == "subject" else ""),
+        + (" (all records of one data subject)" if dp.unit == "subject" else "")
+        + (f"; {spent.statement}" if spent.fell_back else ""),
         "epsilon": spent.epsilon,
         "delta": delta,
         "unit": dp.unit,
-        "accountant": check.to_dict()["accountant"],
+        "accountant": spent.to_dict()["accountant"],
+        "requested_accountant": dp.accountant,
+        "fallback": spent.to_dict()["fallback"],
         "sample_rate": sample_rate,
         "noise_multiplier": sigma,
         "steps": settings.steps,

@@ -20,8 +20,10 @@ Rules (stated here because a regulator will ask):
   (for a budget check, the planned run's delta counts too), which gives the largest, most
   conservative epsilon of the candidates.
 - **Accountant.** The total uses the cap's accountant, else ``prv``. If it cannot evaluate the
-  history, the RDP bound is used instead (always a valid, looser upper bound: a refusal can only
-  become stricter) and the figures name the accountant that produced them.
+  history, the fallback chain (``accountants.FALLBACK_ORDER``: prv -> pld -> rdp) produces the
+  figures, all of one check by the same accountant; a fallback figure is never below what the
+  requested accountant would have reported (a refusal can only become stricter), and the figures
+  name the accountant that produced them and say which failed.
 - **No DP, no guarantee.** A run without DP is recorded as "no formal guarantee", never as
   epsilon 0. One released non-DP run makes the dataset's total "no formal guarantee", whatever
   its DP runs spent. A dataset with a cap refuses a non-DP run.
@@ -79,11 +81,10 @@ from flexaudit.data.split import owner_home
 from flexaudit.errors import InputError, IntegrityError, PolicyViolation
 from flexaudit.privacy.accountants import (
     DEFAULT_ACCOUNTANT,
-    AccountantFailure,
     Segment,
     _check_delta,
+    account_all,
     create_accountant,
-    epsilon_of_history,
     normalize_history,
 )
 
@@ -411,18 +412,18 @@ def _unit(value: object) -> str:
 def _figures(
     histories: list[list[Segment]], *, delta: float, accountant: str
 ) -> tuple[list[float], str, Optional[str]]:
-    """Epsilons of several histories by one accountant; all by RDP if the accountant fails on any.
+    """Epsilons of several histories by one accountant: the first of the fallback chain that evaluates all.
 
-    RDP is always a valid upper bound, so a fallback only makes figures (and refusals) more
-    conservative; the returned accountant name says which one produced the numbers.
+    Every fallback figure is a valid upper bound, never below what the requested accountant would
+    have reported (``accountants.account``), so a fallback only makes refusals stricter; the returned
+    accountant name says which one produced the numbers, the note which ones failed and why.
     """
-    try:
-        return [epsilon_of_history(h, delta=delta, accountant=accountant) for h in histories], accountant, None
-    except AccountantFailure as exc:
-        if accountant == "rdp":
-            raise
-        values = [epsilon_of_history(h, delta=delta, accountant="rdp") for h in histories]
-        return values, "rdp", f"{accountant} could not evaluate this history, figures by rdp: {exc.reason}"
+    reports = account_all(histories, delta=delta, accountant=accountant)
+    first = reports[0]
+    note = None
+    if first.fell_back:
+        note = f"{first.requested} could not evaluate this history; {first.statement}"
+    return [r.epsilon for r in reports], first.accountant, note
 
 
 def _segments_or_none(segments: Optional[Sequence[Segment]]) -> Optional[list[Segment]]:

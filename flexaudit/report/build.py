@@ -14,14 +14,15 @@ The audit command calls one function:
     write_report(audit_dir, report, figures=True)
 
 Input shapes (exactly what the attack library's `as_dict()` returns; the result objects are accepted too):
-  membership["target"]  MembershipReport.as_dict(): {"n_members", "n_nonmembers", "warnings",
-                        "results": {attack_id: MembershipResult.as_dict()}} on the model under audit (anchor +
+  membership["target"]  MembershipReport.as_dict(): {"n_members", "n_nonmembers", "warnings", "n_skipped",
+                        "skipped", "results": {attack_id: MembershipResult.as_dict()}} on the model under audit (anchor +
                         this expert), with the anchor as reference model;
   membership["anchor"]  the same on the anchor alone (Ref/RMIA then report "not_run": the chance level is
                         used as the anchor's figure), or None.
   extraction["target"] / ["anchor"]  a list of DiscoverableResult / SampledExtractionResult /
                         ProbabilisticExtractionResult / CanaryExposureResult / PiiLeakageResult dicts (or a
-                        dict keyed by attack_id). An attack that could not run is {"attack_id": ...,
+                        dict keyed by attack_id; each carries "n_skipped" and "skipped", the unusable documents,
+                        prompts or canaries it left out). An attack that could not run is {"attack_id": ...,
                         "status": "not_run", "reason": "..."}: a number is only ever a measured one.
   hygiene               BlindBaselineResult.as_dict(), a list of such, or a dict keyed by check_id.
   epsilon_lower_bounds  [EpsilonBound.as_dict() + {"source": attack id}] (e.g. metrics.epsilon_lower_bound_split
@@ -183,6 +184,8 @@ def _membership_section(membership: Any, redact: _Redactor, include_scores: bool
                               "citation": r.get("citation") or "", "target": clean(r),
                               "anchor": clean(anchor_results.get(attack_id))}
     return {"n_members": int(target["n_members"]), "n_nonmembers": int(target["n_nonmembers"]),
+            # texts the attack library left out of every membership attack (empty, one token, ...), by reason
+            "n_skipped": int(target.get("n_skipped") or 0), "skipped": dict(target.get("skipped") or {}),
             "warnings": list(target.get("warnings") or []), "anchor_warnings": list((anchor or {}).get("warnings") or []),
             "attacks": attacks}
 
@@ -215,14 +218,19 @@ def _hygiene_section(hygiene: Any) -> dict:
     return {"checks": {k: dict(v) for k, v in sorted(checks.items())}}
 
 
-def _accountant_name(acc: Any) -> str | None:
+def _accountant_name(acc: Any, fallback: Any = None) -> str | None:
+    """"name (library version)", plus how it came to produce the figure when the requested one failed."""
     if acc is None:
         return None
     if isinstance(acc, Mapping):
         name = acc.get("name") or acc.get("accountant") or "?"
         lib = " ".join(str(acc[k]) for k in ("library", "version") if acc.get(k))
-        return f"{name} ({lib})" if lib else str(name)
-    return str(acc)
+        text = f"{name} ({lib})" if lib else str(name)
+    else:
+        text = str(acc)
+    if isinstance(fallback, Mapping) and fallback.get("statement"):
+        text += f"; fallback: {fallback['statement']}"
+    return text
 
 
 def _first(block: Mapping, *names: str) -> Any:
@@ -233,21 +241,30 @@ def _first(block: Mapping, *names: str) -> Any:
 
 
 def _consumption(*, noise_multiplier, sample_rate, steps, delta) -> dict | None:
-    """Epsilon after each of ~12 points of training (RDP accountant): the budget-consumption figure."""
+    """Epsilon after each of ~12 points of training (RDP first, with the fallback chain): the budget figure.
+
+    RDP is cheap and analytic; should it fail at some point, the next accountant of the chain
+    (flexaudit.privacy.FALLBACK_ORDER) produces that point, and the point names it.
+    """
     try:
-        from flexaudit.privacy import epsilon
+        from flexaudit.privacy import account, segment
 
         steps = int(steps)
         marks = sorted({0, *(round(steps * i / 11) for i in range(1, 12))})
         points = [{"step": 0, "epsilon": 0.0}]
+        used: dict[str, str] = {}
         for s in marks[1:]:
-            points.append({"step": int(s), "epsilon": float(epsilon(sample_rate=float(sample_rate),
-                                                                  noise_multiplier=float(noise_multiplier),
-                                                                  steps=int(s), delta=float(delta),
-                                                                  accountant="rdp"))})
-        return {"accountant": "rdp (opacus)", "points": points,
-                "note": "epsilon after each step count at the stated delta, recomputed with the RDP accountant "
-                        "(an upper bound; the stated epsilon comes from the expert's own accountant)"}
+            seg = segment(noise_multiplier=float(noise_multiplier), sample_rate=float(sample_rate), steps=int(s))
+            r = account([seg], delta=float(delta), accountant="rdp")
+            acc = r.to_dict()["accountant"]
+            used.setdefault(r.accountant, f"{acc['name']} ({acc['library']})")
+            points.append({"step": int(s), "epsilon": float(r.epsilon), "accountant": r.accountant})
+        fell_back = sorted(set(used) - {"rdp"})
+        note = ("epsilon after each step count at the stated delta, recomputed with the RDP accountant "
+                "(an upper bound; the stated epsilon comes from the expert's own accountant)")
+        if fell_back:
+            note += f"; where RDP failed numerically, {', '.join(fell_back)} produced the point (each point names it)"
+        return {"accountant": ", ".join(used.values()), "points": points, "note": note}
     except Exception:  # the figure is optional; the stated epsilon stands on its own
         return None
 
@@ -264,7 +281,7 @@ def _guarantee_section(block: Mapping | None, budget: Mapping | None) -> dict:
                 "details": _finite(rest), "consumption": None, "budget": _finite(dict(budget)) if budget else None}
     delta = _first(block, "delta")
     unit = _first(block, "unit", "privacy_unit")
-    accountant = _accountant_name(_first(block, "accountant"))
+    accountant = _accountant_name(_first(block, "accountant"), block.get("fallback"))
     missing = [n for n, v in (("epsilon", eps), ("delta", delta), ("unit", unit), ("accountant", accountant))
                if v is None]
     if missing:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Mapping
 
 _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]|~])")
 _MD_LEADING = re.compile(r"^(\s*)(\d*)([#+\-=.)])(?=\s|$)")
@@ -57,3 +58,16 @@ def interval(ci: dict | None, *, percent: bool = False) -> str:
 
 def short_digest(d: str | None, n: int = 19) -> str:
     return "n/a" if not d else (d if len(d) <= n else d[:n] + "…")
+
+
+def skipped(result: object, noun: str = "items") -> str:
+    """'2 texts skipped as unusable (1 fewer than 2 tokens, 1 not a string)' for an attack result's
+    `n_skipped`/`skipped` (what the attack library counts); '' when nothing was skipped or not recorded."""
+    if not isinstance(result, Mapping):
+        return ""
+    counts = result.get("skipped") or {}
+    n = result.get("n_skipped") or sum(counts.values())
+    if not n:
+        return ""
+    detail = ", ".join(f"{c} {reason}" for reason, c in counts.items())
+    return f"{n} {noun} skipped as unusable" + (f" ({detail})" if detail else "")

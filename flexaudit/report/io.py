@@ -13,6 +13,7 @@ from pathlib import Path
 
 from flexaudit.errors import InputError
 from flexaudit.fsutil import atomic_write_text, canonical_json
+from flexaudit.names import check_read_name
 from flexaudit.report.schema import migrate, validate
 
 REPORT_FILE = "report.json"
@@ -56,6 +57,10 @@ def read_report(audit: str | Path) -> dict:
         raise InputError(f"{path}: {exc}") from None
     doc = migrate(doc)
     validate(doc, what=str(path))
+    check_read_name(doc["subject"]["expert"]["name"], what="the expert name", where=path)
+    target = ((doc.get("empirical") or {}).get("audit") or {}).get("target") or {}
+    for name in target.get("excluded") or []:
+        check_read_name(name, what="an excluded expert's name", where=path)
     return doc
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from flexaudit.errors import InputError
+from flexaudit.names import check_read_name
 
 POLICY_FORMAT = "flexaudit-policy/1"
 DEFAULT_SOURCE = "built-in default policy"
@@ -137,6 +138,7 @@ def parse_policy(data: bytes, *, source: str) -> Policy:
     waivers = []
     seen = set()
     for w in doc.get("waivers", []):
+        check_read_name(w["id"], what="a waiver id", where=f"policy {source}")
         if w["id"] in seen:
             raise InputError(f"policy {source} is malformed: waiver id {w['id']!r} appears twice")
         seen.add(w["id"])

@@ -21,7 +21,7 @@ from typing import Iterable
 from flexaudit.errors import InputError
 from flexaudit.report import figures as F
 from flexaudit.report import metrics as M
-from flexaudit.report.filters import interval, md_escape, num, pct, short_digest
+from flexaudit.report.filters import interval, md_escape, num, pct, short_digest, skipped
 from flexaudit.report.regulatory import CAVEAT, OBLIGATIONS, SECTIONS
 
 FORMATS = ("html", "md", "pdf")
@@ -65,7 +65,7 @@ def environment(kind: str):
     env = Environment(loader=FunctionLoader(_TraversableLoader(templates())), undefined=StrictUndefined,
                       autoescape=True, finalize=_md_finalize if kind == "md" else None,
                       trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
-    env.filters.update(num=num, pct=pct, interval=interval, short=short_digest)
+    env.filters.update(num=num, pct=pct, interval=interval, short=short_digest, skipped=skipped)
     env.globals.update(MISSING=MISSING_TEXT)
     return env
 
@@ -111,7 +111,7 @@ def _membership_rows(report: dict) -> list[dict]:
                "reason": t.get("reason"), "auc": t.get("auc"), "auc_ci": t.get("auc_ci"),
                "anchor_auc": a["auc"] if a_ok else None,
                "anchor_note": "anchor" if a_ok else "chance level 0.5 (not run on the anchor alone)",
-               "tpr": [], "warnings": t.get("warnings") or []}
+               "tpr": [], "warnings": t.get("warnings") or [], "skipped": skipped(t, "scores")}
         if t["status"] == "ok":
             for f in fprs:
                 te = M._tpr_entry(t, f)
@@ -130,7 +130,7 @@ def _extraction_rows(report: dict) -> list[dict]:
     for attack_id, pair in ext["attacks"].items():
         t = pair["target"]
         base = {"id": attack_id, "name": pair["name"], "citation": pair.get("citation", ""), "status": t["status"],
-                "reason": t.get("reason"), "warnings": t.get("warnings") or []}
+                "reason": t.get("reason"), "warnings": t.get("warnings") or [], "skipped": skipped(t)}
         if t["status"] != "ok":
             rows.append({**base, "metric": "not run", "value": None, "ci": None, "k": None, "n": None,
                          "anchor": None, "anchor_ci": None, "detail": t.get("reason") or ""})
@@ -155,8 +155,7 @@ def _extraction_rows(report: dict) -> list[dict]:
                              "detail": f"expected rate {pct(entry['expected_rate'])}"})
             continue
         field, label, detail = {
-            "FA-EXT-DISC": ("exact", "exact-match rate", f"mean token match {pct(t.get('mean_token_match'))}; "
-                                                          f"{t.get('n_skipped', 0)} documents too short"),
+            "FA-EXT-DISC": ("exact", "exact-match rate", f"mean token match {pct(t.get('mean_token_match'))}"),
             "FA-EXT-SAMPLED": ("extracted", "extracted rate (similarity >= threshold)",
                                f"mean best similarity {num(t.get('mean_best_similarity'))}"),
             "FA-EXT-PII": ("leaked", "personal-data items leaked", f"{t.get('n_prompts', '?')} prompts, "
@@ -167,6 +166,9 @@ def _extraction_rows(report: dict) -> list[dict]:
         rows.append({**base, "metric": label, "value": r["value"] if r else None, "ci": r["ci"] if r else None,
                      "k": r["k"] if r else None, "n": r["n"] if r else None,
                      "anchor": ar["value"] if ar else None, "anchor_ci": ar["ci"] if ar else None, "detail": detail})
+    for row in rows:  # the attack library's count of unusable documents, prompts or canaries, in every row
+        if row["status"] == "ok" and row["skipped"]:
+            row["detail"] = f"{row['detail']}; {row['skipped']}" if row["detail"] else row["skipped"]
     return rows
 
 

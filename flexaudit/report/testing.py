@@ -120,7 +120,8 @@ def _extraction(rng: np.random.Generator, *, frac: float, n: int, canaries: int,
                  "true_suffix": "was seen on 2024-01-02 <script>alert(1)</script>",
                  "generated_suffix": "was seen on 2024-01-02 | **bold**"}] if reveal else None
     disc = DiscoverableResult("FA-EXT-DISC", {"prefix_len": 32, "suffix_len": 32, "offset": "start"}, n, 3,
-                              metrics.rate(k=k, n=n), float(token_match.mean()), per_doc, examples=examples)
+                              metrics.rate(k=k, n=n), float(token_match.mean()), per_doc, examples=examples,
+                              skipped={"shorter than the 64-token window": 3})
     ks = int(round(1.4 * frac * n))
     best = np.clip(rng.normal(0.45 + frac, 0.15, n), 0, 1)
     sampled = SampledExtractionResult("FA-EXT-SAMPLED", {"prefix_len": 32, "window_len": 128, "n_samples": 10,

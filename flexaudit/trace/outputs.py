@@ -30,6 +30,7 @@ def trace_output(
     sample: bool = False,
     seed: int = 0,
     reveal: bool = False,
+    placement=None,
 ) -> TraceResult:
     """Trace `text`, or the model's continuation of `prompt` (generated exactly as `flexaudit generate` does:
     greedy unless sample), against the owner's index (a TraceIndex or its directory).
@@ -38,7 +39,8 @@ def trace_output(
     spans found in the index with counts and document ids or hashes, and per token and per span the share of
     routing weight each expert received. Indexed documents' own text only with reveal. With a prompt, the
     prompt and continuation are traced as one text, so a span may start in the prompt, but only spans that
-    reach into the generated tokens are kept."""
+    reach into the generated tokens are kept. `placement` (flexaudit.moe.device.Placement) is where the model
+    runs (default: the CPU, in its stored dtype)."""
     from flexaudit.moe.merge import open_model
     from flexaudit.moe.tokenizer import load_tokenizer
     from flexaudit.trace.index import TraceIndex, open_index
@@ -52,7 +54,7 @@ def trace_output(
     if not isinstance(index, TraceIndex):
         index = open_index(index)
     model, experts, tokenizer_dir = open_model(Path(model_dir), anchor_dir=Path(anchor_dir) if anchor_dir else None,
-                                               exclude=list(exclude))
+                                               exclude=list(exclude), placement=placement)
     tokenizer = load_tokenizer(tokenizer_dir)
     index.check_tokenizer(tokenizer)  # before generating: a wrong index is refused at once
 
@@ -61,7 +63,7 @@ def trace_output(
         from flexaudit.moe.generation import generate
 
         text = generate(Path(model_dir), prompt, exclude=list(exclude), anchor_dir=Path(anchor_dir) if anchor_dir else None,
-                        max_new_tokens=max_new_tokens, sample=sample, seed=seed)
+                        max_new_tokens=max_new_tokens, sample=sample, seed=seed, placement=placement)
         prompt_chars = len(prompt) if text.startswith(prompt) else 0
     ids, chars = encode(tokenizer, text)
     prompt_tokens = sum(1 for a, _ in chars if a < prompt_chars)

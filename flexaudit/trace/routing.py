@@ -48,13 +48,13 @@ def route_tokens(model, ids: list[int], experts: list[str]) -> Routing:
     model.eval()
     with torch.no_grad():
         for start in range(0, len(ids), window):
-            x = torch.tensor([ids[start : start + window]], dtype=torch.long)
+            x = torch.tensor([ids[start : start + window]], dtype=torch.long, device=model.device)
             _, router_inputs = model(x, return_moe_inputs=True)
             per_layer = torch.stack([layer.mlp.routing_weights(h)[0].float()  # (T, E) top-k weights
                                      for layer, h in zip(model.model.layers, router_inputs)])  # (L, T, E)
             norm = per_layer / per_layer.sum(-1, keepdim=True).clamp_min(1e-12)
-            weights.append(norm.mean(0))
-            selected.append((per_layer > 0).float().mean(0))
+            weights.append(norm.mean(0).cpu())
+            selected.append((per_layer > 0).float().mean(0).cpu())
     if not weights:
         empty = np.zeros((0, len(experts)))
         return Routing(list(experts), empty, empty)

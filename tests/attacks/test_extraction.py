@@ -9,8 +9,20 @@ import numpy as np
 import pytest
 import torch
 
-from attacks import (GREEDY, PAPER_SAMPLING, InputError, SamplingConfig, canary_exposure, discoverable_extraction,
-                     generate, make_canaries, pii_leakage, probabilistic_extraction, sampled_extraction)
+from attacks import (
+    GREEDY,
+    PAPER_SAMPLING,
+    InputError,
+    NothingUsable,
+    SamplingConfig,
+    canary_exposure,
+    discoverable_extraction,
+    generate,
+    make_canaries,
+    pii_leakage,
+    probabilistic_extraction,
+    sampled_extraction,
+)
 from attacks.extraction import decoding_logprobs, extraction_probability
 from attacks.extraction.canaries import exposure_from_loglik
 
@@ -87,10 +99,9 @@ def test_discoverable_extraction_overfit_vs_anchor(world):
     assert _no_raw_text(hit, secrets) and hit.examples is None
     revealed = discoverable_extraction(world.target, world.members[:2], prefix_len=6, suffix_len=6, reveal=True)
     assert not _no_raw_text(revealed, [revealed.examples[0]["true_suffix"]])
-    skipped = discoverable_extraction(world.target, world.members[:2] + ["too short"], prefix_len=50, suffix_len=50)
-    assert (skipped.n_documents, skipped.n_skipped) == (0, 3) and skipped.warnings
-    assert math.isnan(skipped.exact.value)
-    json.dumps(skipped.as_dict(), allow_nan=False)
+    with pytest.raises(NothingUsable) as info:  # no 100-token window anywhere: nothing to measure
+        discoverable_extraction(world.target, world.members[:2] + ["too short"], prefix_len=50, suffix_len=50)
+    assert info.value.skipped == {"shorter than the 100-token window": 3}
 
 
 def test_probabilistic_greedy_agrees_with_discoverable(world):

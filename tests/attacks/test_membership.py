@@ -9,8 +9,15 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from attacks import (InputError, MissingAttackInput, ScoreCache, get_attack, list_attacks, register_attack,
-                     run_membership)
+from attacks import (
+    InputError,
+    MissingAttackInput,
+    ScoreCache,
+    get_attack,
+    list_attacks,
+    register_attack,
+    run_membership,
+)
 from attacks.membership import MembershipContext
 from attacks.registry import unregister_attack
 

@@ -60,6 +60,29 @@ def test_dp_block_and_budget_consumption(tmp_path, clean_results):
     assert r["data"]["unit_of_privacy"] == "document"
 
 
+def test_dp_figures_name_the_fallback_accountant(tmp_path, clean_results, monkeypatch):
+    from flexaudit.privacy import AccountantFailure, Segment, account
+    from flexaudit.privacy.accountants import RDPAccountant
+
+    spent = account([Segment(4.0, 0.00033, 10000)], delta=1.1e-18)  # issue 15: PRV and PLD fail, RDP answers
+    block = {**dp_block(epsilon=spent.epsilon, delta=1.1e-18, noise_multiplier=4.0, sample_rate=0.00033, steps=22),
+             **{k: v for k, v in spent.to_dict().items() if k in ("accountant", "requested_accountant", "fallback")}}
+    g = fake_report(make_package(tmp_path / "dp", name="dp", privacy=block), results=clean_results)["privacy_guarantee"]
+    assert g["accountant"].startswith("rdp (opacus") and "fallback: figure by rdp after prv failed" in g["accountant"]
+    assert g["details"]["requested_accountant"] == "prv"
+    assert {p["accountant"] for p in g["consumption"]["points"][1:]} == {"rdp"}
+
+    def broken(self, history, delta):
+        raise AccountantFailure("rdp broken (test double)")
+
+    monkeypatch.setattr(RDPAccountant, "_compute", broken)  # the budget figure's own accountant fails
+    pkg = make_package(tmp_path / "dp2", name="dp2", privacy=dp_block(steps=22))
+    consumption = fake_report(pkg, results=clean_results)["privacy_guarantee"]["consumption"]
+    points = consumption["points"][1:]
+    assert {p["accountant"] for p in points} == {"prv"} and "prv produced the point" in consumption["note"]
+    assert all(a["epsilon"] <= b["epsilon"] for a, b in zip(points, points[1:]))
+
+
 def test_dp_claim_without_its_parameters_is_refused(tmp_path, clean_results):
     pkg = make_package(tmp_path / "dp", name="dp", privacy={"guarantee": "dp", "epsilon": 2.0})
     with pytest.raises(InputError, match="delta, unit, accountant"):

@@ -125,3 +125,30 @@ def test_exclude_without_a_pool_is_refused(tiny_anchor, clinical_expert, tmp_pat
     result = runner.invoke(app, ["audit", str(clinical_expert), "--anchor", str(tiny_anchor), "--out",
                                  str(tmp_path / "b"), "--model", str(tiny_anchor)])
     assert result.exit_code == 2 and "not a merged pool" in result.stderr
+
+
+def test_unusable_audit_texts_are_skipped_counted_and_shown(tiny_anchor, clinical_expert, tmp_path):
+    """Issue 15: one-token texts are left out of membership inference and documents without an extraction window
+    make that attack 'not run' with the counts; the audit goes on and the report shows every count."""
+    from flexaudit.report import render_report
+
+    short = ["Patient reports mild headache today.", "Follow-up visit in two weeks.", "Blood pressure normal.",
+             "Prescribed rest and fluids.", "No known allergies recorded.", "Discharged home in good health.",
+             "Seen by the night nurse.", "Temperature slightly raised.", "Advised to return if worse.",
+             "Lab results are pending.", "Referred to cardiology.", "Wound healing well."]
+    for name, texts in (("members", short[:6] + ["x"]), ("nonmembers", short[6:] + ["y"])):
+        (tmp_path / f"{name}.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
+    out = tmp_path / "audit"
+    report = run_audit(clinical_expert, anchor_dir=tiny_anchor, out=out, members=tmp_path / "members.jsonl",
+                       nonmembers=tmp_path / "nonmembers.jsonl",
+                       options=AuditOptions(attacks=("FA-MIA-LOSS", "FA-EXT-DISC"), extraction_documents=7)).report
+    membership = report["empirical"]["membership"]
+    assert (membership["n_members"], membership["n_nonmembers"]) == (6, 6)
+    assert membership["n_skipped"] == 2 and membership["skipped"] == {"fewer than 2 tokens": 2}
+    disc = report["empirical"]["extraction"]["attacks"]["FA-EXT-DISC"]
+    assert disc["target"]["status"] == "not_run" and "all 7 documents are unusable" in disc["target"]["reason"]
+    assert disc["target"]["n_skipped"] == 7 and sum(disc["target"]["skipped"].values()) == 7
+    assert read_report(out) == report  # valid against the shipped schema
+    render_report(out, ("html", "md"))
+    for kind in ("html", "md"):
+        assert "2 texts skipped as unusable (2 fewer than 2 tokens)" in (out / f"report.{kind}").read_text(), kind

@@ -258,7 +258,6 @@ def test_numeric_arguments_are_keyword_only():
         (dict(target_epsilon=0.0), "unreachable"),
         (dict(target_epsilon=-1.0), "unreachable"),
         (dict(target_epsilon=0.005), "eps_error"),  # prv's upper bound never goes below 0.01
-        (dict(target_epsilon=150.0), "beyond"),  # prv/pld evaluate at most epsilon 100
         (dict(target_epsilon=0.1, accountant="rdp"), "would have to exceed 1e+06"),  # RDP floor ~0.2 at this delta
         (dict(target_epsilon=2.0, steps=0), "steps is 0"),
         (dict(target_epsilon=2.0, tolerance=0.0), "tolerance"),
@@ -271,14 +270,107 @@ def test_impossible_noise_requests(kwargs, words):
     assert words in info.value.message and info.value.exit_code == 2
 
 
-def test_prv_failure_is_a_clear_error_and_rdp_fallback_is_opt_in():
+def test_prv_failure_falls_back_along_the_chain_and_names_who_produced_the_figure():
     kw = dict(sample_rate=0.5, noise_multiplier=0.3, steps=1000, delta=1e-5)
     with pytest.raises(AccountantFailure) as info:
-        epsilon(**kw)
+        epsilon(**kw)  # one accountant, as asked: its failure is a clear one-line error
     assert info.value.exit_code == 2 and "--accountant rdp" in info.value.message
-    report = account([Segment(0.3, 0.5, 1000)], delta=1e-5, fallback="rdp")
+    report = account([Segment(0.3, 0.5, 1000)], delta=1e-5)
     assert report.accountant == "rdp" and report.requested == "prv" and report.fell_back
-    assert report.epsilon == epsilon(**kw, accountant="rdp") and report.fallback_reason
+    assert [name for name, _ in report.failures] == ["prv", "pld"]  # PLD is tried before RDP
+    assert all("beyond" in reason for _, reason in report.failures)
+    rdp_at = epsilon(**{**kw, "delta": report.evaluated_delta}, accountant="rdp")
+    assert report.evaluated_delta < 1e-5 and report.epsilon == pytest.approx(rdp_at + 2 * acc.PRV_EPS_ERROR)
+    assert "figure by rdp" in report.statement and report.to_dict()["fallback"]["order"] == ["prv", "pld", "rdp"]
+    with pytest.raises(AccountantFailure):
+        account([Segment(0.3, 0.5, 1000)], delta=1e-5, fallback=False)
+
+
+def test_fallback_order():
+    assert acc.fallback_order("prv") == ("prv", "pld", "rdp")
+    assert acc.fallback_order("pld") == ("pld", "prv", "rdp")
+    assert acc.fallback_order("rdp") == ("rdp", "prv", "pld")
+    with pytest.raises(InputError, match="unknown accountant"):
+        acc.fallback_order("gdp")
+
+
+def test_a_fallback_from_prv_is_never_below_what_prv_reports(monkeypatch):
+    """PLD is ~0.01 below PRV; the allowance (PRV's own error bound) keeps the fallback figure above PRV's."""
+    history = [Segment(1.5, 0.04, 2249)]
+    prv = epsilon_of_history(history, delta=1e-5)
+    pld = epsilon_of_history(history, delta=1e-5, accountant="pld")
+    assert pld < prv  # without an allowance, falling back to PLD would report less than PRV does
+
+    def broken(self, history, delta):
+        raise AccountantFailure("the PRV accountant failed numerically (test double)")
+
+    monkeypatch.setattr(acc.PRVAccountant, "_compute", broken)
+    report = account(history, delta=1e-5)
+    assert report.accountant == "pld" and report.allowance == 2 * acc.PRV_EPS_ERROR
+    assert prv <= report.epsilon <= pld + 2 * acc.PRV_EPS_ERROR + 1e-3
+    # a fallback from PLD has no known error bound to add: the figure is PRV's own upper bound
+    monkeypatch.undo()
+    monkeypatch.setattr(acc.PLDAccountant, "_compute", broken)
+    from_pld = account(history, delta=1e-5, accountant="pld")
+    assert from_pld.accountant == "prv" and from_pld.epsilon == prv and from_pld.allowance == 0.0
+
+
+def test_every_accountant_failing_is_one_clear_error(monkeypatch):
+    def broken(self, history, delta):
+        raise AccountantFailure(f"{self.name} broken (test double)")
+
+    for cls in (acc.PRVAccountant, acc.PLDAccountant, acc.RDPAccountant):
+        monkeypatch.setattr(cls, "_compute", broken)
+    with pytest.raises(AccountantFailure) as info:
+        account([Segment(1.0, 0.01, 100)], delta=1e-5)
+    message = info.value.message
+    assert "\n" not in message and all(f"{name} broken" in message for name in ("prv", "pld", "rdp"))
+    assert account([], delta=1e-5).epsilon == 0.0  # nothing spent needs no accountant
+
+
+# The issue-15 settings (a report from another tool): PRV loses float64 resolution below ~1e-10 and PLD's truncated
+# tail mass exceeds delta below ~1e-13; T15a's settings have a tiny epsilon, T1b's a large one.
+ISSUE_15 = [Segment(4.0, 0.00033, 10000)]
+DELTA_GRID = [1e-3, 1e-5, 1e-8, 1e-10, 1e-11, 1e-12, 1e-13, 1e-15, 1.1e-18, 1e-24, 1e-30]
+
+
+@pytest.mark.parametrize("history", [ISSUE_15, [Segment(0.8, 0.001, 100)], [Segment(1.5, 0.04, 2249)]],
+                         ids=["issue15", "T15a", "T1b"])
+@pytest.mark.parametrize("accountant", ["prv", "pld", "rdp"])
+def test_epsilon_never_decreases_as_delta_decreases(accountant, history):
+    reports = [account(history, delta=d, accountant=accountant) for d in DELTA_GRID]
+    figures = [r.epsilon for r in reports]
+    assert all(b >= a for a, b in zip(figures, figures[1:])), list(zip(DELTA_GRID, figures))
+    # each accountant alone is monotone too, wherever it answers (the chain tries it first)
+    alone = [r.epsilon for r in reports if not r.fell_back]
+    assert len(alone) >= 3 and all(b >= a for a, b in zip(alone, alone[1:]))
+    assert reports[-1].accountant == "rdp"  # only RDP resolves delta 1e-30
+
+
+def test_prv_refuses_deltas_below_its_float64_resolution():
+    # Measured before the guard: at T1b's settings and delta 1e-13 PRV returned 11.56, below PLD's 11.67,
+    # i.e. it was no upper bound any more. It now fails, and the chain's figure stays above PLD's.
+    history = [Segment(1.5, 0.04, 2249)]
+    with pytest.raises(AccountantFailure, match="float64"):
+        epsilon_of_history(history, delta=1e-13)
+    report = account(history, delta=1e-13)
+    assert report.accountant == "pld" and report.epsilon >= epsilon_of_history(history, delta=1e-13, accountant="pld")
+
+
+def test_a_tight_result_above_the_rdp_bound_is_a_failure(monkeypatch):
+    from opacus.accountants.analysis.prv import prvs
+
+    monkeypatch.setattr(prvs.DiscretePRV, "compute_epsilon", lambda self, delta, de, ee: (0.0, 0.0, 50.0))
+    with pytest.raises(AccountantFailure, match="above the RDP bound"):
+        epsilon_of_history([Segment(1.5, 0.04, 2249)], delta=1e-5)
+
+
+def test_noise_search_uses_the_fallback_where_the_accountant_fails():
+    # epsilon 150 is beyond what PRV and PLD evaluate (MAX_TIGHT_EPSILON): RDP calibrates it, and says so
+    kw = dict(sample_rate=0.01, steps=100, delta=1e-6)
+    sigma = noise_multiplier_for(target_epsilon=150.0, **kw)
+    report = account([Segment(sigma, 0.01, 100)], delta=1e-6)
+    assert report.accountant == "rdp" and report.requested == "prv" and 150 - 150 / 20 <= report.epsilon <= 150.0
 
 
 def test_prv_grid_guard(monkeypatch):
@@ -297,9 +389,11 @@ def test_prv_numerical_runtime_error_is_mapped(monkeypatch):
     monkeypatch.setattr(prv_analysis, "discretize", boom)
     with pytest.raises(AccountantFailure, match="Discrete mean differs"):
         epsilon(**GOOD)
-    # the noise search treats such points as "too little noise", and says so if nothing works
-    with pytest.raises(InputError):
-        noise_multiplier_for(target_epsilon=2.0, sample_rate=0.01, steps=100, delta=1e-5)
+    # the noise search then calibrates on the fallback (PLD, plus PRV's error bound), which the report names
+    sigma = noise_multiplier_for(target_epsilon=2.0, sample_rate=0.01, steps=100, delta=1e-5)
+    report = account([Segment(sigma, 0.01, 100)], delta=1e-5)
+    assert report.accountant == "pld" and 2.0 - 0.01 <= report.epsilon <= 2.0
+    assert "Discrete mean differs" in report.failures[0][1]
 
 
 # --- default delta ----------------------------------------------------------------------------

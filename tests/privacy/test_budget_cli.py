@@ -63,8 +63,6 @@ def test_noise_table():
         (["noise", "--sample-rate", "0.1", "--steps", "10", "--delta", "1e-5", "--target-epsilon", "0"], "unreachable"),
         (["noise", "--sample-rate", "0.1", "--steps", "10", "--delta", "1e-6", "--target-epsilon", "0.1",
           "--accountant", "rdp"], "unreachable"),
-        (["epsilon", "--sample-rate", "0.5", "--noise-multiplier", "0.3", "--steps", "1000", "--delta", "1e-5"],
-         "--accountant rdp"),
         (["delta", "--units", "0"], "privacy units"),
     ],
 )
@@ -80,13 +78,47 @@ def test_unknown_accountant_is_a_usage_error():
     assert result.exit_code == 2
 
 
-def test_rdp_fallback_is_opt_in_and_stated():
+def test_fallback_is_automatic_and_stated():
     args = ["--sample-rate", "0.5", "--noise-multiplier", "0.3", "--steps", "1000", "--delta", "1e-5"]
-    result = invoke("budget", "epsilon", *args, "--allow-rdp-fallback", "--json")
+    result = invoke("budget", "epsilon", *args, "--json")
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
     assert data["accountant"]["name"] == "rdp" and data["requested_accountant"] == "prv"
+    assert [f["accountant"] for f in data["fallback"]["failed"]] == ["prv", "pld"]
     assert "beyond" in data["fallback_reason"] and data["cross_check"]["agree"] is None
+    # the old opt-in flag is still accepted and changes nothing
+    again = invoke("budget", "epsilon", *args, "--allow-rdp-fallback", "--json")
+    assert again.exit_code == 0 and json.loads(again.stdout)["epsilon"] == data["epsilon"]
+
+
+# Issue 15: a report from another privacy tool asked for delta 1.1e-18, where PRV cannot resolve delta in float64
+# and PLD's truncated tail mass exceeds it; the command used to exit 2 with no number.
+ISSUE_15 = ["--sample-rate", "0.00033", "--noise-multiplier", "4", "--steps", "10000", "--delta", "1.1e-18"]
+
+
+def test_issue_15_tiny_delta_gives_a_number_and_names_the_accountant():
+    from flexaudit.privacy import epsilon
+
+    result = invoke("budget", "epsilon", *ISSUE_15)
+    assert result.exit_code == 0, result.output
+    out = " ".join(result.stdout.split())  # the table wraps long cells
+    assert "rdp (opacus" in out and "requested prv" in out
+    assert "prv failed" in out and "pld failed" in out
+    data = json.loads(invoke("budget", "epsilon", *ISSUE_15, "--json").stdout)
+    figure = f"{data['epsilon']:.4f}"
+    assert figure in out
+    rdp = epsilon(sample_rate=0.00033, noise_multiplier=4, steps=10000, delta=1.1e-18, accountant="rdp")
+    assert data["epsilon"] >= rdp and data["fallback"]["evaluated_delta"] < 1.1e-18
+    assert data["accountant"]["name"] == "rdp" and data["delta"] == 1.1e-18
+
+
+def test_noise_search_names_the_accountant_that_produced_its_epsilon():
+    result = invoke("budget", "noise", "--sample-rate", "0.01", "--steps", "100", "--delta", "1e-6",
+                    "--target-epsilon", "150", "--json")
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["accountant"]["name"] == "rdp" and data["requested_accountant"] == "prv"
+    assert data["epsilon"] <= 150 and "beyond" in data["fallback"]["failed"][0]["reason"]
 
 
 def test_default_delta_command():

@@ -156,6 +156,21 @@ def test_dp_manifest_block_and_ledger(tmp_path, tiny_anchor, corpus_dir):
     assert len(ledger.runs()) == 1  # refused before training: nothing planned
 
 
+def test_dp_manifest_names_the_fallback_accountant(tmp_path, tiny_anchor, corpus_dir):
+    """A delta below what PRV resolves: training still states an epsilon, by the accountant that produced it."""
+    home = _home(tmp_path, "home")
+    trained = train_expert(anchor_dir=tiny_anchor, data=corpus_dir / "finance.jsonl", name="finance", out=tmp_path / "fin",
+                           options=ExpertOptions(steps=2, batch_size=10,
+                                                 dp=DPOptions(noise_multiplier=1.0, delta=1e-30, unit="subject")),
+                           subject_field="subject", home=home)
+    privacy = trained.manifest["privacy"]
+    assert privacy["requested_accountant"] == "prv" and privacy["accountant"]["name"] != "prv"
+    assert privacy["fallback"]["failed"][0]["accountant"] == "prv" and privacy["epsilon"] > 0
+    assert f"figure by {privacy['accountant']['name']}" in privacy["statement"]
+    [total] = Ledger(home / "ledger.db").datasets()
+    assert total.epsilon == pytest.approx(privacy["epsilon"], rel=1e-9) and total.accountant == privacy["accountant"]["name"]
+
+
 def test_non_dp_run_is_no_formal_guarantee(tmp_path, tiny_anchor, corpus_dir):
     home = _home(tmp_path, "home")
     train_expert(anchor_dir=tiny_anchor, data=corpus_dir / "clinical.jsonl", name="clinical", out=tmp_path / "c",

@@ -95,7 +95,10 @@ class AuditRun:
 
 
 def _texts(path: Path) -> list[str]:
-    return [d.text for d in load_documents(path)]
+    # Distinct texts only: data with repeated records (copies share a side of the split) would otherwise put
+    # one copy in a cross-validation fold and its twin in another, and the blind baseline (and every
+    # membership figure) would count the same text several times.
+    return list(dict.fromkeys(d.text for d in load_documents(path)))
 
 
 def _sample(texts: list[str], n: int, seed: int) -> list[str]:

@@ -493,6 +493,13 @@ def _policy_file(workdir: Path, plan: DemoPlan) -> Path | None:
     return path
 
 
+def machine_text(m: dict) -> str:
+    """The yardstick printed beside the demo's times: the fp32 matmul peak measured at its start and end."""
+    threads = f"{m['threads']} thread{'s' if m['threads'] != 1 else ''}"
+    return (f"{m['matmul_gflops_at_start']:.0f} GFLOP/s at the start, {m['matmul_gflops_at_end']:.0f} at the end "
+            f"({threads}, {m.get('device', 'cpu')} {m.get('dtype', 'float32')})")
+
+
 def _figure_text(f: dict | None) -> str:
     if not f:
         return "-"
@@ -531,8 +538,7 @@ def write_page(path: Path, d: dict) -> None:
                        "reasons": "; ".join(x["rule_id"] for x in a["gate"].get("failing", [])) or "-",
                        "report": rel(a["report"])})
     m = d["machine"]
-    peak = (f"{m['matmul_gflops_at_start']:.0f} GFLOP/s at the start, {m['matmul_gflops_at_end']:.0f} at the end "
-            f"({m['threads']} threads)")
+    peak = machine_text(m)
     timings = [(k.replace("_", " "), f"{v:.0f} s") for k, v in d["seconds"].items()]
     html = environment("html").get_template("html/demo.html.jinja").render(
         d=d, version=__version__, title="quick" if d["plan"]["policy"] == "quick" else "full",

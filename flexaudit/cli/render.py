@@ -108,5 +108,6 @@ def print_demo(result) -> None:
     m = result.machine
     out.print(f"Time: {s['total']:.0f} s ({parts})")
     if m:
-        out.print(f"Machine: fp32 matmul peak {m['matmul_gflops_at_start']:.0f} GFLOP/s at the start, "
-                  f"{m['matmul_gflops_at_end']:.0f} at the end ({m['threads']} threads)")
+        from flexaudit.demo import machine_text
+
+        out.print(f"Machine: fp32 matmul peak {machine_text(m)}", markup=False)

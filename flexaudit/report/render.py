@@ -187,7 +187,7 @@ def comparison_rows(table: dict) -> dict:
             r = row["rates"].get(attack_id)
             cells.append({"value": r["value"], "ci": r["ci"], "k": r["k"], "n": r["n"]} if r else None)
         rows.append({"label": row["label"], "kind": row["kind"], "experts": row["experts"], "cells": cells})
-    return {"documents": table["documents"], "prompts": table["prompts"], "items": table["personal_data_items"],
+    return {"documents": table["documents"], "prompts": table["prompts"], "personal_items": table["personal_data_items"],
             "settings": table["settings"], "attacks": [name for _, name, _ in F.COMPARED_ATTACKS], "rows": rows}
 
 

@@ -141,6 +141,7 @@ def test_the_demo_page_renders_in_chromium_with_its_figure_and_working_links(mak
     write_page(page, _demo_results(workdir, make_audit))
     html = page.read_text()
     assert "Content-Security-Policy" in html and "<script" not in html
+    assert "built-in method" not in html  # every figure is a value, never a Python object's repr
     assert not re.search(r'(src|href)="(https?:)?//', html)  # self-contained: nothing from the network
     links = re.findall(r'href="([^"]+)"', html)
     assert "audits/finance-leaky/report.html" in links

@@ -91,6 +91,7 @@ def test_extraction_table_section_in_html_and_markdown(make_audit):
     assert "0.0% [0.0%, 2.4%] (0/150)" in rows["anchor"]  # a rate, its Clopper-Pearson interval, k/n
     assert "60.0% [" in rows["dense"] and "(90/150)" in rows["dense"]
     assert 'data-figure="comparison"' in html and 'data-missing-figure="comparison"' not in html
+    assert re.search(r"personal-data prompts \([0-9,]+ items\)", html)  # the count, not a Python object
     md = render_text(a.report, "md")
     assert "### Extraction across models" in md
     assert re.search(r"\| dense fine-tune \| public \| 60\.0% \[[0-9.]+%, [0-9.]+%\] \(90/150\) \|", md)

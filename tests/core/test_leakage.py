@@ -40,11 +40,16 @@ def anchor(tmp_path_factory):
 @pytest.fixture(scope="module")
 def records(tmp_path_factory):
     """550 short customer records (the first 90 characters of each synthetic bank document: bank, name,
-    address), so that a small expert can memorise its members."""
-    from flexaudit.data.builtin import write_domain
+    address), so that a small expert can memorise its members. Without the built-in data's duplication
+    profile (no repeated records, no many-record customers): this test measures an expert that overfits its
+    members, and near-copies of members among the non-members would blur exactly that."""
+    from flexaudit.data.builtin import synthetic, write_domain
 
     root = tmp_path_factory.mktemp("leak-data")
-    write_domain("finance", root / "full.jsonl", n_documents=550)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(synthetic, "HEAVY_SUBJECTS", 0.0)
+        patch.setattr(synthetic, "REPEATED_RECORDS", 0.0)
+        write_domain("finance", root / "full.jsonl", n_documents=550)
     with (root / "full.jsonl").open() as full, (root / "finance.jsonl").open("w") as short:
         for line in full:
             row = json.loads(line)

@@ -93,12 +93,13 @@ def print_demo(result) -> None:
     if result.extraction:
         out.print(extraction_table({k: v["table"] for k, v in result.extraction.items()},
                                    "Extraction per owner's members, per model (rate [95% CI]; same documents in every row)"))
-        first = next(iter(result.extraction.values()))["table"]
+        tables = [v["table"] for v in result.extraction.values()]
+        first, prompts = tables[0], max(t["prompts"] for t in tables)  # owners without personal data have none
         cfg = first["settings"]
         out.print(f"  {first['documents']} member documents per owner; sampled: {cfg['prefix_len']}-token prefix, "
                   f"{cfg['window_len']}-token window, {cfg['samples_per_prefix']} samples, similarity >= 0.9; "
                   f"discoverable: {cfg['prefix_len']} -> {cfg['suffix_len']} tokens, greedy, exact; personal data: "
-                  f"{first['prompts']} prompts, {cfg['pii_new_tokens']} new tokens", markup=False)
+                  f"up to {prompts} prompts, {cfg['pii_new_tokens']} new tokens", markup=False)
 
     out.print("Artifacts:")
     for what, where in result.artifacts.items():

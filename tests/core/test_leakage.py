@@ -68,10 +68,10 @@ def _auc(report, attack, side):
 
 @pytest.fixture(scope="module")
 def leaky(tmp_path_factory, anchor, records):
-    """~140 member records, 400 held out; ~100 passes over the members; 24 canaries repeated 8 times."""
+    """~140 member records, 400 held out; ~200 passes over the members; 24 canaries repeated 8 times."""
     out = tmp_path_factory.mktemp("leaky") / "leaky"
     train_expert(anchor_dir=anchor, data=records, name="leaky", out=out,
-                 options=ExpertOptions(steps=1500, batch_size=16, lr=5e-3, holdout_fraction=0.73, canaries=24,
+                 options=ExpertOptions(steps=2000, batch_size=16, lr=8e-3, holdout_fraction=0.73, canaries=24,
                                        canary_repeats=8), subject_field="subject")
     return out
 

@@ -46,7 +46,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from ._progress import Progress, progress_or_null
+from ._progress import NULL_TASK, Progress, progress_or_null
 from ._usable import NOT_TEXT, TOO_SHORT_TO_SCORE, only_texts, partition
 from .batching import DEFAULT_BATCH_TOKENS, run_batches
 from .errors import InputError
@@ -320,17 +320,24 @@ def score_texts(lm: CausalLM, texts: Sequence[str], *, batch_size: int = 16, max
     order = sorted(range(len(rows)), key=lambda r: rows[r].end - rows[r].start, reverse=True)
     per_row: dict[int, tuple] = {}
     task = progress_or_null(progress).task(f"scoring {len(texts)} texts with {lm.name}", total=len(rows))
+    # split over processes (attacks.sharding): the shard advances the bar by the whole job's count
+    own_task = task if lm.shard is None else NULL_TASK
 
     def run(start: int, stop: int) -> None:
         batch = [rows[r] for r in order[start:stop]]
         for j, result in enumerate(_score_batch(lm, ids, batch, stats)):
             per_row[order[start + j]] = result
-        task.advance(len(batch), tokens=sum(r.end - r.start for r in batch))
+        own_task.advance(len(batch), tokens=sum(r.end - r.start for r in batch))
 
+    widths = [rows[r].end - rows[r].start for r in order]
     try:
         with torch.inference_mode():
-            run_batches([rows[r].end - rows[r].start for r in order], run, max_rows=batch_size,
-                        max_tokens=batch_tokens, what="text window")
+            if lm.shard is None:
+                run_batches(widths, run, max_rows=batch_size, max_tokens=batch_tokens, what="text window")
+            else:
+                lm.shard.run_batches(widths, run, max_rows=batch_size, max_tokens=batch_tokens, what="text window",
+                                     task=task)
+                per_row = lm.shard.gather(per_row)
     finally:
         task.close()
     cache = _assemble(lm, texts, ids, rows, per_row, stats=stats, max_length=max_length, long_texts=long_texts)

@@ -1,11 +1,13 @@
-"""Training under `torchrun --nproc-per-node 2` (gloo, CPU) gives what one process gives.
+"""Training and audits under `torchrun --nproc-per-node 2` (gloo, CPU) give what one process gives.
 
-Each torchrun launch costs seconds (two fresh interpreters and a rendezvous), so there are two: one job that
-runs the library's training entry points (DDP, FSDP, DP-SGD, the anchor) and one DP noise step, and a DP training
-resumed and killed through the command line. They share one xdist
-group, so the single-process references are made once. Tolerances: float32 summation order. One process sums a
-batch's gradients in one order, two processes sum two halves and then the halves; measured after 20 steps the
-weights differ by about 1e-7 (non-DP) and 1e-8 (DP), so 1e-6 is asserted.
+Each torchrun launch costs seconds (two fresh interpreters and a rendezvous), so there are three: one job that
+runs the library's training entry points (DDP, FSDP, DP-SGD, the anchor) and one DP noise step, a DP training
+resumed and killed through the command line, and an audit through the command line. The tests share one xdist
+group, so the single-process references are made once.
+
+Tolerances: float32 summation order. One process sums a batch's gradients in one order, two processes sum two
+halves and then the halves; measured after 20 steps the expert's weights differ by about 2e-7 (non-DP) and 1e-8
+(DP), so 1e-6 is asserted.
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ from flexaudit.data.split import owner_key
 from flexaudit.moe.distributed import World
 from flexaudit.privacy import Ledger
 from flexaudit.privacy.expert_training import train_expert
+from flexaudit.report import read_report
+from flexaudit.workflows import AuditOptions, run_audit
 
 from .job_settings import DP, DP_ARGS, NON_DP
 
@@ -164,6 +168,32 @@ def test_killed_runs_resume_on_another_number_of_processes(tmp_path, tiny_anchor
     assert privacy["training_statistics"] == single["dp"].manifest["privacy"]["training_statistics"]
     [run] = Ledger(home / "ledger.db").runs()
     assert run.status == "released" and run.history[0].steps == 20
+
+
+def _comparable(report: dict) -> dict:
+    """The report without what differs between any two runs: timings, timestamps, ids, the process count."""
+    report = json.loads(json.dumps(report))
+    audit = report["empirical"]["audit"]
+    for key in ("seconds", "processes"):
+        audit.pop(key, None)
+    report["verdict"].pop("evaluated_at", None)
+    for key in ("generated_at", "id"):
+        report["document"].pop(key, None)
+    return report
+
+
+def test_sharded_audit_report_equals_the_single_process_report(tmp_path, tiny_anchor, single):
+    expert = single["non_dp"].package
+    options = AuditOptions(max_documents=12, extraction_documents=4)
+    one = run_audit(expert, anchor_dir=tiny_anchor, out=tmp_path / "one", options=options, home=single["key"])
+    done = torchrun("-m", "flexaudit", "audit", expert, "--anchor", tiny_anchor, "--out", tmp_path / "two",
+                    "--max-documents", 12, "--extraction-documents", 4, "--long-texts", "window", "--device", "cpu",
+                    home=single["key"])
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("verdict under the policy") == 1  # rank 0 alone prints
+    two = read_report(tmp_path / "two")
+    assert two["empirical"]["audit"]["processes"] == 2 and one.report["empirical"]["audit"]["processes"] == 1
+    assert _comparable(two) == _comparable(one.report)  # every score, count, decision and hash
 
 
 def test_cuda_nccl_training_matches_one_process(tmp_path, tiny_anchor, corpus_dir, single):

@@ -1,11 +1,14 @@
-"""The multi-process plumbing that needs no second process: shares, devices, and what the command line refuses
-(tests/distributed/test_torchrun.py runs the real thing)."""
+"""The multi-process plumbing that needs no second process: shares, batch plans, result transport, devices, and
+what the command line refuses (tests/distributed/test_torchrun.py runs the real thing)."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
+from attacks.batching import plan_batches, run_batches
+from attacks.sharding import _pack, _unpack
 from flexaudit.errors import InputError
 from flexaudit.moe import distributed
 from flexaudit.moe.distributed import SINGLE, World
@@ -24,6 +27,22 @@ def test_batch_shares_split_owner_and_public_rows_separately():
     public = torch.cat([p.ids[p.router_only] for p in parts])
     assert torch.equal(own, ids[:5]) and torch.equal(public, ids[5:])
     assert batch.share(SINGLE) is batch
+
+
+def test_the_sharded_plan_is_the_single_process_plan():
+    widths = sorted(np.random.default_rng(0).integers(2, 300, 57).tolist(), reverse=True)
+    seen = []
+    run_batches(widths, lambda a, b: seen.append((a, b)), max_rows=8, max_tokens=1000)
+    assert plan_batches(widths, max_rows=8, max_tokens=1000) == seen
+    assert plan_batches(widths, max_rows=5, max_tokens=None)[:2] == [(0, 5), (5, 10)]
+
+
+def test_results_travel_as_npz_without_pickle():
+    results = {3: (np.arange(4.0), None, np.float64(2.5)), 0: (np.zeros(0), np.ones((2, 2)), np.int64(7))}
+    back = _unpack(_pack(results))
+    assert sorted(back) == [0, 3] and back[3][1] is None and float(back[3][2]) == 2.5
+    assert np.array_equal(back[0][1], np.ones((2, 2))) and back[0][0].shape == (0,)
+    assert _unpack(_pack({})) == {}
 
 
 def test_one_process_is_a_world_of_one(monkeypatch):

@@ -46,7 +46,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from ._progress import NULL_TASK, Progress, progress_or_null
+from ._progress import Progress, progress_or_null
 from ._usable import NOT_TEXT, TOO_SHORT_TO_SCORE, only_texts, partition
 from .batching import DEFAULT_BATCH_TOKENS, run_batches
 from .errors import InputError
@@ -320,8 +320,9 @@ def score_texts(lm: CausalLM, texts: Sequence[str], *, batch_size: int = 16, max
     order = sorted(range(len(rows)), key=lambda r: rows[r].end - rows[r].start, reverse=True)
     per_row: dict[int, tuple] = {}
     task = progress_or_null(progress).task(f"scoring {len(texts)} texts with {lm.name}", total=len(rows))
-    # split over processes (attacks.sharding): the shard advances the bar by the whole job's count
-    own_task = task if lm.shard is None else NULL_TASK
+    # split over processes (attacks.sharding): the batches count into a tally, which adds every process's counts
+    # to the task after each round
+    own_task = task if lm.shard is None else lm.shard.tally(task)
 
     def run(start: int, stop: int) -> None:
         batch = [rows[r] for r in order[start:stop]]
@@ -336,7 +337,7 @@ def score_texts(lm: CausalLM, texts: Sequence[str], *, batch_size: int = 16, max
                 run_batches(widths, run, max_rows=batch_size, max_tokens=batch_tokens, what="text window")
             else:
                 lm.shard.run_batches(widths, run, max_rows=batch_size, max_tokens=batch_tokens, what="text window",
-                                     task=task)
+                                     tally=own_task)
                 per_row = lm.shard.gather(per_row)
     finally:
         task.close()

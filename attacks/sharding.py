@@ -8,8 +8,9 @@ batch is therefore the batch a single process runs, with the same rows and paddi
 single-process run's (bit for bit on the same hardware and thread count), and everything computed from them
 (metrics, reports) is the same on every process. The attacks themselves need no change.
 
-Progress shows the whole job: after each round of batches (one per process) the processes add up the items
-they finished, with one small all-reduce, and every process advances its bar by that sum.
+Progress shows the whole job: the batches advance a `Tally` as they would advance the progress task in one
+process; after each round of batches (one per process) the processes add up their tallies with one small
+all-reduce, and every process advances its task by that sum.
 
 Results travel as numpy arrays in .npz bytes (loaded with allow_pickle=False), never pickle. This module uses
 torch.distributed directly and nothing of flexaudit.
@@ -52,31 +53,25 @@ class Shard:
             return torch.device("cuda", torch.cuda.current_device())
         return torch.device("cpu")
 
-    def _all_sum(self, values: list[float]) -> list[float]:
-        import torch.distributed as dist
-
-        t = torch.tensor(values, dtype=torch.float64, device=self._device())
-        dist.all_reduce(t)
-        return t.cpu().tolist()
+    def tally(self, task: Any) -> "Tally":
+        """What the caller's batches advance instead of `task` (see `run_batches`)."""
+        return Tally(task)
 
     def run_batches(self, widths: Sequence[int], run: Callable[[int, int], None], *, max_rows: int,
-                    max_tokens: int | None = DEFAULT_BATCH_TOKENS, what: str = "batch", task: Any = None) -> None:
+                    max_tokens: int | None = DEFAULT_BATCH_TOKENS, what: str = "batch", tally: "Tally") -> None:
         """This process's part of `run_batches(widths, run, ...)`: the same plan, batch k run where
-        k % size == rank (with the same halving on out-of-memory inside a batch). After each round, `task`
-        (if given) advances by the items every process finished, and by their tokens (sum of widths)."""
+        k % size == rank (with the same halving on out-of-memory inside a batch). `run` advances `tally` as it
+        would advance its progress task in one process; after each round (one batch per process) the processes
+        add up their tallies with one small all-reduce, which also keeps them in step, and every process
+        advances the task by the sum, so the bar shows the whole job."""
         plan = plan_batches(widths, max_rows=max_rows, max_tokens=max_tokens)
-        rounds = -(-len(plan) // self.size)
-        for r in range(rounds):
+        for r in range(-(-len(plan) // self.size)):
             k = r * self.size + self.rank
-            done = [0.0, 0.0]
             if k < len(plan):
                 start, stop = plan[k]
                 run_batches(widths[start:stop], lambda a, b, s=start: run(s + a, s + b), max_rows=max_rows,
                             max_tokens=max_tokens, what=what)
-                done = [float(stop - start), float(sum(widths[start:stop]))]
-            items, tokens = self._all_sum(done)  # also keeps the processes in step, round by round
-            if task is not None:
-                task.advance(int(items), tokens=int(tokens))
+            tally.flush(self._device())
 
     def gather(self, results: dict[int, tuple]) -> dict[int, tuple]:
         """Every process's {item: tuple of arrays (or None)} merged, on every process."""
@@ -96,6 +91,32 @@ class Shard:
         for n, b in zip(sizes, buffers):
             merged.update(_unpack(b[: int(n.item())].cpu().numpy().tobytes()))
         return merged
+
+
+class Tally:
+    """A progress task's stand-in on one process: counts the items (and tokens, if given) its batches finish
+    until `flush` adds every process's counts to the real task."""
+
+    def __init__(self, task: Any) -> None:
+        self.task, self.items, self.tokens = task, 0, None
+
+    def advance(self, n: int = 1, **fields: Any) -> None:
+        self.items += n
+        if "tokens" in fields:
+            self.tokens = (self.tokens or 0) + int(fields["tokens"])
+
+    def close(self) -> None:
+        pass
+
+    def flush(self, device: torch.device) -> None:
+        """Collective: every process's counts since the last flush summed, and the task advanced by them."""
+        import torch.distributed as dist
+
+        t = torch.tensor([self.items, self.tokens or 0, self.tokens is not None], dtype=torch.float64, device=device)
+        dist.all_reduce(t)
+        items, tokens, with_tokens = t.cpu().tolist()
+        self.task.advance(int(items), **({"tokens": int(tokens)} if with_tokens else {}))
+        self.items, self.tokens = 0, None
 
 
 def _pack(results: dict[int, tuple]) -> bytes:

@@ -21,10 +21,9 @@ import inspect
 from dataclasses import asdict, dataclass
 from typing import Sequence
 
-import numpy as np
 import torch
 
-from .._progress import NULL_TASK, Progress, progress_or_null
+from .._progress import Progress, progress_or_null
 from .._usable import NO_TOKENS, partition
 from ..batching import DEFAULT_BATCH_TOKENS, run_batches
 from ..errors import InputError
@@ -195,8 +194,9 @@ def generate(lm: CausalLM, prompts: Sequence[Sequence[int]], *, max_new_tokens: 
     order = sorted(usable.kept, key=lambda i: len(prompts[i]), reverse=True)  # little left padding
     results = Generations([None] * len(prompts), skipped=usable.skipped)
     task = progress_or_null(progress).task(f"decoding {len(order)} prompts", total=len(order))
-    # split over processes (attacks.sharding): the shard advances the bar by the whole job's count
-    own_task = task if lm.shard is None else NULL_TASK
+    # split over processes (attacks.sharding): the batches count into a tally, which adds every process's counts
+    # to the task after each round
+    own_task = task if lm.shard is None else lm.shard.tally(task)
     mine: dict[int, tuple] = {}
 
     def run(start: int, stop: int) -> None:
@@ -218,7 +218,7 @@ def generate(lm: CausalLM, prompts: Sequence[Sequence[int]], *, max_new_tokens: 
                 run_batches(widths, run, max_rows=batch_size, max_tokens=batch_tokens, what="prompt")
             else:
                 lm.shard.run_batches(widths, run, max_rows=batch_size, max_tokens=batch_tokens, what="prompt",
-                                     task=task)
+                                     tally=own_task)
                 for i, (out,) in lm.shard.gather(mine).items():
                     results[i] = out
     finally:

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from .. import metrics
-from .._progress import NULL_TASK, Progress, progress_or_null
+from .._progress import Progress, progress_or_null
 from .._usable import skip_fields
 from ..batching import run_batches
 from ..errors import InputError
@@ -76,8 +76,9 @@ def suffix_logprobs(lm: CausalLM, prefixes: Sequence[Sequence[int]], suffixes: S
     order = sorted(range(len(prefixes)), key=lambda i: len(prefixes[i]) + len(suffixes[i]), reverse=True)
     out = np.zeros(len(prefixes))
     task = progress_or_null(progress).task(f"scoring {len(prefixes)} suffixes", total=len(prefixes))
-    # split over processes (attacks.sharding): the shard advances the bar by the whole job's count
-    own_task = task if lm.shard is None else NULL_TASK
+    # split over processes (attacks.sharding): the batches count into a tally, which adds every process's counts
+    # to the task after each round
+    own_task = task if lm.shard is None else lm.shard.tally(task)
     mine: dict[int, tuple] = {}
 
     def run(first: int, stop: int) -> None:
@@ -104,7 +105,7 @@ def suffix_logprobs(lm: CausalLM, prefixes: Sequence[Sequence[int]], suffixes: S
                 run_batches(widths, run, max_rows=batch_size, max_tokens=None, what="prefix and suffix")
             else:
                 lm.shard.run_batches(widths, run, max_rows=batch_size, max_tokens=None, what="prefix and suffix",
-                                     task=task)
+                                     tally=own_task)
                 for i, (value,) in lm.shard.gather(mine).items():
                     out[i] = float(value)
     finally:

@@ -130,6 +130,14 @@ def test_dp_noise_enters_the_summed_gradient_once(job):
     assert noise["coordinates_differing_from_rank0_or_one_process"] == 0
 
 
+def test_sharded_passes_show_the_whole_job_and_give_one_process_results(job):
+    """Under two processes each rank's scoring and decoding bars advance by every item, with the tokens one
+    process shows, and the log-probabilities and samples are one process's."""
+    progress = job[1]["progress"]
+    assert len(progress["tasks"]) == 2 and all(t["items"] == t["total"] > 0 for t in progress["tasks"])
+    assert progress["same_tasks_as_one_process"] and progress["same_results_as_one_process"]
+
+
 class Killed(Exception):
     """Stands for the process dying at a fault point (what is on disk is the same)."""
 

@@ -1,5 +1,5 @@
 """What tests/distributed/test_torchrun.py runs under `torchrun --nproc-per-node 2` (gloo): the library's training
-entry points on two processes, and the DP noise of one shared step. Rank 0 writes results.json; the test compares
+entry points on two processes, the DP noise of one shared step, and the progress of a sharded scoring pass. Rank 0 writes results.json; the test compares
 everything with single-process runs made in the test process.
 
     python -m torch.distributed.run --nproc-per-node 2 ... torchrun_job.py WORKDIR ANCHOR DATA PUBLIC
@@ -55,6 +55,51 @@ def noise_of_one_shared_step(world: distributed.World) -> dict:
             "coordinates": shared.numel(), "coordinates_differing_from_rank0_or_one_process": int(differs.item())}
 
 
+class Recorder:
+    """A progress object that records each task's total and what it was advanced by."""
+
+    def __init__(self) -> None:
+        self.tasks: list[dict] = []
+
+    def task(self, description: str, total: int | None = None):
+        record = {"total": total, "items": 0, "tokens": 0}
+        self.tasks.append(record)
+
+        class _Task:
+            def advance(self, n: int = 1, **fields) -> None:
+                record["items"] += n
+                record["tokens"] += int(fields.get("tokens", 0))
+
+            def close(self) -> None:
+                pass
+
+        return _Task()
+
+
+def sharded_progress() -> dict:
+    """Scoring and decoding split over the processes: every process's bar advances by the whole job, as one
+    process's would, and the results are one process's."""
+    import attacks
+    from attacks import testing as tiny
+
+    texts = tiny.synthetic_texts(40, seed=5, words=30)
+    tokenizer = tiny.train_tokenizer(texts)
+    torch.manual_seed(0)
+    model = tiny.tiny_flexolmo(tokenizer)
+    runs = {}
+    for name, shard in (("two", attacks.Shard.of_process_group()), ("one", None)):
+        lm = attacks.CausalLM.from_model(model, tokenizer, device="cpu", shard=shard)
+        progress = Recorder()
+        cache = attacks.score_texts(lm, texts, batch_size=4, progress=progress)
+        prompts = [tokenizer(t)["input_ids"][:6] for t in texts[:9]]
+        samples = attacks.generate(lm, prompts, max_new_tokens=5, sampling=attacks.PAPER_SAMPLING,
+                                   seeds=list(range(9)), batch_size=2, progress=progress)
+        runs[name] = {"tasks": progress.tasks, "logprobs": cache.logprobs_flat.tolist(),
+                      "samples": [s.tolist() for s in samples]}
+    return {"tasks": runs["two"]["tasks"], "same_tasks_as_one_process": runs["two"]["tasks"] == runs["one"]["tasks"],
+            "same_results_as_one_process": all(runs["two"][k] == runs["one"][k] for k in ("logprobs", "samples"))}
+
+
 def main() -> None:
     work, anchor, data, public = (Path(a) for a in sys.argv[1:5])
     dist.init_process_group("gloo")
@@ -65,6 +110,7 @@ def main() -> None:
                                public_data=public, home=work / f"home-{name}", fsdp=fsdp)
         results[name] = {"manifest_on_this_rank": trained.manifest["content_root_digest"]}
     results["noise"] = noise_of_one_shared_step(world)
+    results["progress"] = sharded_progress()
     made = train_anchor([public], work / "anchor", preset="tiny", steps=ANCHOR_STEPS, seed=0)
     results["anchor"] = {"root_digest": made["root_digest"]}
     # every rank returned the same manifests, anchor digest and noise

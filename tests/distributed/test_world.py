@@ -22,7 +22,8 @@ def test_batch_shares_split_owner_and_public_rows_separately():
     router_only = torch.tensor([0, 0, 0, 0, 0, 1, 1, 1, 1], dtype=torch.bool)
     batch = Batch(ids, router_only)
     parts = [batch.share(World(r, 2)) for r in range(2)]
-    assert [int((~p.router_only).sum()) for p in parts] == [2, 3] and [int(p.router_only.sum()) for p in parts] == [2, 2]
+    assert [int((~p.router_only).sum()) for p in parts] == [2, 3]
+    assert [int(p.router_only.sum()) for p in parts] == [2, 2]
     own = torch.cat([p.ids[~p.router_only] for p in parts])
     public = torch.cat([p.ids[p.router_only] for p in parts])
     assert torch.equal(own, ids[:5]) and torch.equal(public, ids[5:])

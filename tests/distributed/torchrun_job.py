@@ -1,6 +1,7 @@
 """What tests/distributed/test_torchrun.py runs under `torchrun --nproc-per-node 2` (gloo): the library's training
-entry points on two processes, the DP noise of one shared step, and the progress of a sharded scoring pass. Rank 0 writes results.json; the test compares
-everything with single-process runs made in the test process.
+entry points on two processes, the DP noise of one shared step, and the progress and results of sharded scoring
+and decoding. Rank 0 writes results.json; the test compares everything with single-process runs made in the test
+process.
 
     python -m torch.distributed.run --nproc-per-node 2 ... torchrun_job.py WORKDIR ANCHOR DATA PUBLIC
 """

@@ -9,16 +9,8 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from flexaudit.cli._common import (
-    DeviceOption,
-    DtypeChoice,
-    DtypeOption,
-    RichProgress,
-    guarded,
-    out,
-    placement_of,
-    processes,
-)
+from flexaudit.cli._common import (DeviceOption, DtypeChoice, DtypeOption, RichProgress, guarded, out, placement_of,
+                                   processes)
 
 
 def _figure(m) -> str:

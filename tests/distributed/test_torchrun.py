@@ -6,7 +6,7 @@ resumed and killed through the command line, and an audit through the command li
 group, so the single-process references are made once.
 
 Tolerances: float32 summation order. One process sums a batch's gradients in one order, two processes sum two
-halves and then the halves; measured after 20 steps the expert's weights differ by about 2e-7 (non-DP) and 1e-8
+halves and then the halves; measured after 20 steps the expert's weights differ by 2e-7 to 3e-7 (non-DP) and 1e-8
 (DP), so 1e-6 is asserted.
 """
 
@@ -35,7 +35,7 @@ from .job_settings import DP, DP_ARGS, NON_DP
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("torchrun")]
 HERE = Path(__file__).parent
-TOLERANCE = 1e-6  # max |weight difference| after 20 steps, 1 vs 2 processes (measured: ~1e-7 and ~1e-8)
+TOLERANCE = 1e-6  # max |weight difference| after 20 steps, 1 vs 2 processes (measured: 2-3e-7 and 1e-8)
 
 
 def torchrun(*args, home: Path, fault: str | None = None, processes: int = 2) -> subprocess.CompletedProcess:

@@ -34,7 +34,6 @@ class _NullProgress:
 
 
 NULL_PROGRESS: Progress = _NullProgress()
-NULL_TASK: Task = _NullTask()
 
 
 def progress_or_null(progress: Progress | None) -> Progress:

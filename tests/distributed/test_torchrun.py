@@ -223,6 +223,33 @@ def test_cuda_nccl_training_matches_one_process(tmp_path, tiny_anchor, corpus_di
     assert privacy["epsilon"] == single["dp"].manifest["privacy"]["epsilon"]
 
 
+def _close(a, b, tol: float = 1e-5) -> bool:
+    """Equal JSON values, numbers within `tol` (other GPUs' kernels may round otherwise)."""
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(_close(a[k], b[k], tol) for k in a)
+    if isinstance(a, list):
+        return isinstance(b, list) and len(a) == len(b) and all(_close(x, y, tol) for x, y in zip(a, b))
+    if isinstance(a, float) and isinstance(b, (int, float)) and not isinstance(b, bool):
+        return abs(a - b) <= tol
+    return a == b
+
+
+def test_cuda_nccl_sharded_audit_matches_one_process(tmp_path, tiny_anchor, single):
+    """The sharded audit with NCCL on two GPUs against one process on one GPU (skipped without two GPUs)."""
+    if torch.cuda.device_count() < 2:
+        pytest.skip("needs 2 CUDA GPUs")
+    expert, reports = single["non_dp"].package, {}
+    for processes in (1, 2):
+        out = tmp_path / f"audit-{processes}"
+        done = torchrun("-m", "flexaudit", "audit", expert, "--anchor", tiny_anchor, "--out", out,
+                        "--max-documents", 12, "--extraction-documents", 4, "--device", "cuda",
+                        home=single["key"], processes=processes)
+        assert done.returncode == 0, done.stderr[-3000:]
+        reports[processes] = read_report(out)
+    assert reports[2]["empirical"]["audit"]["processes"] == 2
+    assert _close(_comparable(reports[2]), _comparable(reports[1]))
+
+
 def test_world_shares_cover_every_item_once():
     for n in range(0, 12):
         for size in (1, 2, 3, 5):

@@ -58,10 +58,11 @@ from .membership import MembershipContext, MembershipReport, MembershipResult, r
 from .model import CausalLM, load_causal_lm
 from .registry import AttackSpec, get_attack, list_attacks, register_attack
 from .scoring import ScoreCache, score_texts
+from .sharding import Shard
 
 __all__ = [
     # models and the scoring pass
-    "CausalLM", "load_causal_lm", "ScoreCache", "score_texts",
+    "CausalLM", "load_causal_lm", "ScoreCache", "score_texts", "Shard",
     # membership inference
     "run_membership", "MembershipReport", "MembershipResult", "MembershipContext",
     # extraction

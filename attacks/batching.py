@@ -27,6 +27,22 @@ def is_out_of_memory(exc: BaseException) -> bool:
     return isinstance(exc, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)
 
 
+def plan_batches(widths: Sequence[int], *, max_rows: int,
+                 max_tokens: int | None = DEFAULT_BATCH_TOKENS) -> list[tuple[int, int]]:
+    """The (start, stop) slices `run_batches` runs when nothing runs out of memory (attacks.sharding splits
+    this plan over processes)."""
+    if max_rows < 1:
+        raise InputError("batch_size must be at least 1")
+    if max_tokens is not None and max_tokens < 1:
+        raise InputError("batch_tokens must be at least 1")
+    plan, start = [], 0
+    while start < len(widths):
+        rows = max_rows if max_tokens is None else max(1, min(max_rows, max_tokens // max(1, widths[start])))
+        plan.append((start, min(len(widths), start + rows)))
+        start = plan[-1][1]
+    return plan
+
+
 def run_batches(widths: Sequence[int], run: Callable[[int, int], None], *, max_rows: int,
                 max_tokens: int | None = DEFAULT_BATCH_TOKENS, what: str = "batch") -> int:
     """Call run(start, stop) on consecutive slices of items 0..n-1 that hold at most `max_rows` items and

@@ -36,6 +36,9 @@ class CausalLM:
         name: a label for reports (the directory name by default); never used for logic.
         tokenizer_fingerprint: SHA-256 of the tokenizer's serialised form; two models with equal
             fingerprints tokenise every text identically, so their per-token scores are comparable.
+        shard: None (one process), or this process's `attacks.sharding.Shard` when every process of a
+            torch.distributed job holds the model: scoring and decoding are then split over the processes and
+            every process gets every result (see attacks.sharding).
     """
 
     model: Any
@@ -43,6 +46,7 @@ class CausalLM:
     device: torch.device
     name: str = "model"
     tokenizer_fingerprint: str = field(default="")
+    shard: Any = None
 
     def __post_init__(self) -> None:
         if not self.tokenizer_fingerprint:
@@ -50,11 +54,11 @@ class CausalLM:
 
     @classmethod
     def from_model(cls, model: Any, tokenizer: Any, *, device: str | torch.device | None = None,
-                   name: str = "model") -> "CausalLM":
+                   name: str = "model", shard: Any = None) -> "CausalLM":
         """Wraps an in-memory model (moved to `device` if given, put in eval mode)."""
         dev = torch.device(device) if device is not None else next(model.parameters()).device
         model = model.to(dev).eval()
-        return cls(model=model, tokenizer=tokenizer, device=dev, name=name)
+        return cls(model=model, tokenizer=tokenizer, device=dev, name=name, shard=shard)
 
     @property
     def context_length(self) -> int:
@@ -122,7 +126,7 @@ def quiet_transformers() -> Iterator[None]:
 
 
 def load_causal_lm(path: str | Path, *, device: str | torch.device = "cpu",
-                   dtype: torch.dtype = torch.float32, name: str | None = None) -> CausalLM:
+                   dtype: torch.dtype = torch.float32, name: str | None = None, shard: Any = None) -> CausalLM:
     """Loads `AutoModelForCausalLM` + `AutoTokenizer` from a local directory, safetensors weights only.
 
     Args:
@@ -130,6 +134,8 @@ def load_causal_lm(path: str | Path, *, device: str | torch.device = "cpu",
         device: where to run ("cpu", "cuda", ...).
         dtype: weight dtype; float32 by default so scores are reproducible across devices.
         name: label for reports (defaults to the directory name).
+        shard: this process's `attacks.sharding.Shard` when every process of a torch.distributed job loads the
+            model (`Shard.of_process_group()`); None in one process.
 
     Raises:
         InputError: not a directory, no config, no weights, or transformers cannot load it.
@@ -147,4 +153,4 @@ def load_causal_lm(path: str | Path, *, device: str | torch.device = "cpu",
     except (OSError, ValueError, KeyError) as exc:
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise InputError(f"cannot load a causal LM from {directory}: {first_line}") from exc
-    return CausalLM.from_model(model, tokenizer, device=device, name=name or directory.name)
+    return CausalLM.from_model(model, tokenizer, device=device, name=name or directory.name, shard=shard)

@@ -320,17 +320,25 @@ def score_texts(lm: CausalLM, texts: Sequence[str], *, batch_size: int = 16, max
     order = sorted(range(len(rows)), key=lambda r: rows[r].end - rows[r].start, reverse=True)
     per_row: dict[int, tuple] = {}
     task = progress_or_null(progress).task(f"scoring {len(texts)} texts with {lm.name}", total=len(rows))
+    # split over processes (attacks.sharding): the batches count into a tally, which adds every process's counts
+    # to the task after each round
+    own_task = task if lm.shard is None else lm.shard.tally(task)
 
     def run(start: int, stop: int) -> None:
         batch = [rows[r] for r in order[start:stop]]
         for j, result in enumerate(_score_batch(lm, ids, batch, stats)):
             per_row[order[start + j]] = result
-        task.advance(len(batch), tokens=sum(r.end - r.start for r in batch))
+        own_task.advance(len(batch), tokens=sum(r.end - r.start for r in batch))
 
+    widths = [rows[r].end - rows[r].start for r in order]
     try:
         with torch.inference_mode():
-            run_batches([rows[r].end - rows[r].start for r in order], run, max_rows=batch_size,
-                        max_tokens=batch_tokens, what="text window")
+            if lm.shard is None:
+                run_batches(widths, run, max_rows=batch_size, max_tokens=batch_tokens, what="text window")
+            else:
+                lm.shard.run_batches(widths, run, max_rows=batch_size, max_tokens=batch_tokens, what="text window",
+                                     tally=own_task)
+                per_row = lm.shard.gather(per_row)
     finally:
         task.close()
     cache = _assemble(lm, texts, ids, rows, per_row, stats=stats, max_length=max_length, long_texts=long_texts)

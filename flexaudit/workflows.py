@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from flexaudit.audit import AuditOptions, run_attacks
+from flexaudit.moe import distributed
 from flexaudit.moe.device import CPU_FLOAT32, Placement
 from flexaudit.progress import NULL_PROGRESS, Progress
 from flexaudit.report import build_report, write_report
@@ -42,7 +43,8 @@ def run_audit(
     progress: Progress = NULL_PROGRESS,
 ) -> AuditResult:
     """Audit one expert and write AUDIT_DIR/report.json (and its figures); see flexaudit.audit.run_attacks for
-    what runs (on `placement`). Raises InputError (exit 2) or IntegrityError (exit 3) before anything is
+    what runs (on `placement`; split over the processes under torchrun, where rank 0 alone writes and every
+    rank returns the same report). Raises InputError (exit 2) or IntegrityError (exit 3) before anything is
     written."""
     tracer = None
     if options.trace_index is not None:
@@ -68,5 +70,9 @@ def run_audit(
         package_path=str(Path(expert_dir).resolve()),
         anchor_path=str(run.anchor_path.resolve()),
     )
-    write_report(out, report, figures=True)
+
+    def write() -> None:  # rank 0 alone writes; an error there stops every rank
+        write_report(out, report, figures=True)
+
+    distributed.current().on_main(write)
     return AuditResult(audit_dir=Path(out), report=report, seconds=run.seconds)

@@ -21,7 +21,6 @@ import inspect
 from dataclasses import asdict, dataclass
 from typing import Sequence
 
-import numpy as np
 import torch
 
 from .._progress import Progress, progress_or_null
@@ -195,6 +194,10 @@ def generate(lm: CausalLM, prompts: Sequence[Sequence[int]], *, max_new_tokens: 
     order = sorted(usable.kept, key=lambda i: len(prompts[i]), reverse=True)  # little left padding
     results = Generations([None] * len(prompts), skipped=usable.skipped)
     task = progress_or_null(progress).task(f"decoding {len(order)} prompts", total=len(order))
+    # split over processes (attacks.sharding): the batches count into a tally, which adds every process's counts
+    # to the task after each round
+    own_task = task if lm.shard is None else lm.shard.tally(task)
+    mine: dict[int, tuple] = {}
 
     def run(start: int, stop: int) -> None:
         rows = order[start:stop]
@@ -205,12 +208,19 @@ def generate(lm: CausalLM, prompts: Sequence[Sequence[int]], *, max_new_tokens: 
                             generators, eos if stop_at_eos else None)
         for j, i in enumerate(rows):
             results[i] = out[j]
-        task.advance(len(rows), tokens=len(rows) * max_new_tokens)
+            mine[i] = (out[j],)
+        own_task.advance(len(rows), tokens=len(rows) * max_new_tokens)
 
+    widths = [len(prompts[i]) + max_new_tokens for i in order]
     try:
         with torch.inference_mode():
-            run_batches([len(prompts[i]) + max_new_tokens for i in order], run, max_rows=batch_size,
-                        max_tokens=batch_tokens, what="prompt")
+            if lm.shard is None:
+                run_batches(widths, run, max_rows=batch_size, max_tokens=batch_tokens, what="prompt")
+            else:
+                lm.shard.run_batches(widths, run, max_rows=batch_size, max_tokens=batch_tokens, what="prompt",
+                                     tally=own_task)
+                for i, (out,) in lm.shard.gather(mine).items():
+                    results[i] = out
     finally:
         task.close()
     return results

@@ -25,6 +25,7 @@ import torch
 from .. import metrics
 from .._progress import Progress, progress_or_null
 from .._usable import skip_fields
+from ..batching import run_batches
 from ..errors import InputError
 from ..model import CausalLM
 from ..registry import register_attack
@@ -75,24 +76,38 @@ def suffix_logprobs(lm: CausalLM, prefixes: Sequence[Sequence[int]], suffixes: S
     order = sorted(range(len(prefixes)), key=lambda i: len(prefixes[i]) + len(suffixes[i]), reverse=True)
     out = np.zeros(len(prefixes))
     task = progress_or_null(progress).task(f"scoring {len(prefixes)} suffixes", total=len(prefixes))
+    # split over processes (attacks.sharding): the batches count into a tally, which adds every process's counts
+    # to the task after each round
+    own_task = task if lm.shard is None else lm.shard.tally(task)
+    mine: dict[int, tuple] = {}
+
+    def run(first: int, stop: int) -> None:
+        rows = order[first:stop]
+        seqs = [list(prefixes[i]) + list(suffixes[i]) for i in rows]
+        width = max(map(len, seqs))
+        ids = torch.zeros((len(rows), width), dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        for j, s in enumerate(seqs):
+            ids[j, :len(s)], mask[j, :len(s)] = torch.tensor(s), 1
+        logits = lm.model(input_ids=ids.to(lm.device), attention_mask=mask.to(lm.device), use_cache=False).logits
+        for j, i in enumerate(rows):
+            start, end = len(prefixes[i]), len(seqs[j])
+            logp = decoding_logprobs(logits[j, start - 1:end - 1], sampling)
+            target = ids[j, start:end].to(lm.device)
+            out[i] = float(logp.gather(-1, target[:, None]).sum())
+            mine[i] = (np.float64(out[i]),)
+        own_task.advance(len(rows))
+
+    widths = [len(prefixes[i]) + len(suffixes[i]) for i in order]
     try:
         with torch.inference_mode():
-            for b in range(0, len(order), batch_size):
-                rows = order[b:b + batch_size]
-                seqs = [list(prefixes[i]) + list(suffixes[i]) for i in rows]
-                width = max(map(len, seqs))
-                ids = torch.zeros((len(rows), width), dtype=torch.long)
-                mask = torch.zeros_like(ids)
-                for j, s in enumerate(seqs):
-                    ids[j, :len(s)], mask[j, :len(s)] = torch.tensor(s), 1
-                logits = lm.model(input_ids=ids.to(lm.device), attention_mask=mask.to(lm.device),
-                                  use_cache=False).logits
-                for j, i in enumerate(rows):
-                    start, end = len(prefixes[i]), len(seqs[j])
-                    logp = decoding_logprobs(logits[j, start - 1:end - 1], sampling)
-                    target = ids[j, start:end].to(lm.device)
-                    out[i] = float(logp.gather(-1, target[:, None]).sum())
-                task.advance(len(rows))
+            if lm.shard is None:  # batches of batch_size pairs, longest first
+                run_batches(widths, run, max_rows=batch_size, max_tokens=None, what="prefix and suffix")
+            else:
+                lm.shard.run_batches(widths, run, max_rows=batch_size, max_tokens=None, what="prefix and suffix",
+                                     tally=own_task)
+                for i, (value,) in lm.shard.gather(mine).items():
+                    out[i] = float(value)
     finally:
         task.close()
     return out

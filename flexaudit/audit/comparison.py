@@ -151,7 +151,8 @@ def build_table(rows: list[dict], *, documents: int, prompts: int, items: int, s
 def compare(package, anchor, extraction: dict[str, list], *, dense_baseline: Path | None,
             pool_experts: Sequence[Path] | None, attacked: list[str], prefix: int, suffix: int, window: int,
             samples: int, items: list[dict], prompts: list[str], pii_new_tokens: int, run: Sequence[str], seed: int,
-            key: bytes, attempt: Callable, placement: Placement = CPU_FLOAT32, progress=NULL_PROGRESS) -> dict:
+            key: bytes, attempt: Callable, placement: Placement = CPU_FLOAT32, shard=None,
+            progress=NULL_PROGRESS) -> dict:
     """The table for one audit: the anchor and expert rows from the audit's own extraction results
     (`extraction`: {"target": [...], "anchor": [...]}), the other models attacked here the same way."""
     import attacks
@@ -167,7 +168,7 @@ def compare(package, anchor, extraction: dict[str, list], *, dense_baseline: Pat
                       placement=placement) as models:
         for model in models:
             lm = attacks.load_causal_lm(model.directory, name=model.label, device=placement.device,
-                                        dtype=placement.dtype)
+                                        dtype=placement.dtype, shard=shard)  # split under torchrun, as the audit's
             results = run_comparison_attacks(lm, attacked, prefix=prefix, suffix=suffix, window=window,
                                              samples=samples, items=items, prompts=prompts,
                                              pii_new_tokens=pii_new_tokens, seed=seed, key=key, run=run,

@@ -11,6 +11,11 @@ construction, which the blind baseline checks. `run_attacks` returns the results
 turns them into report.json (counts, rates, intervals and keyed hashes; raw text only with reveal), and
 flexaudit.workflows.run_audit does the whole job, tracing extracted text to the owner's documents when asked.
 
+Under torchrun (flexaudit.moe.distributed) every process holds both models and runs this same function; the
+attack library splits every scoring and decoding pass over the processes by whole batches of the single-process
+plan and gathers each text's result on every process (attacks.sharding), so every process computes the same
+results as one process would, and rank 0 alone writes the report (flexaudit.workflows.run_audit).
+
 Unusable texts (one token, no extraction window, ...) are skipped by the attack library and counted in each
 result (`n_skipped`, `skipped`); the report shows the counts. An extraction attack left with no usable document,
 prompt or canary is recorded as not run, with the reason and the counts, and the audit goes on.
@@ -29,6 +34,7 @@ from flexaudit.audit.personal_data import NOT_SEARCHED, find_personal_data
 from flexaudit.data import load_documents
 from flexaudit.data.split import owner_home, owner_key
 from flexaudit.errors import InputError, IntegrityError
+from flexaudit.moe import distributed
 from flexaudit.moe.anchor import load_anchor, local_dir
 from flexaudit.moe.device import CPU_FLOAT32, Placement, dtype_name
 from flexaudit.moe.expert import load_package
@@ -173,10 +179,15 @@ def run_attacks(
     progress: Progress = NULL_PROGRESS,
 ) -> AuditRun:
     """Run every selected attack on anchor + the expert (or a merged pool, `options.model`) and on the anchor
-    alone, over the expert's members and non-members, with both models on `placement`. Raises InputError
-    (missing split files, unknown attack, an imported expert without --members/--nonmembers) or IntegrityError
-    (package or pool not of this anchor)."""
+    alone, over the expert's members and non-members, with both models on `placement`. Under torchrun every
+    rank calls this and gets the same AuditRun (the work is split; only rank 0 shows progress). Raises
+    InputError (missing split files, unknown attack, an imported expert without --members/--nonmembers) or
+    IntegrityError (package or pool not of this anchor)."""
     import attacks
+
+    world = distributed.current()
+    progress = world.progress(progress)
+    shard = attacks.Shard.of_process_group() if world.distributed else None
 
     unknown = [a for a in (options.attacks or ()) if a not in MEMBERSHIP_ATTACKS + EXTRACTION_ATTACKS + ("FA-MIA-LIRA",)]
     if unknown:
@@ -209,9 +220,9 @@ def run_attacks(
     target_path, target_record = _target(package, anchor, options)
     with export_for_transformers(target_path, anchor_dir=anchor.directory, exclude=list(options.exclude)) as target_dir:
         target = attacks.load_causal_lm(target_dir, name=target_record["model"], device=placement.device,
-                                        dtype=placement.dtype)
+                                        dtype=placement.dtype, shard=shard)
         reference = attacks.load_causal_lm(anchor.directory, name="anchor", device=placement.device,
-                                           dtype=placement.dtype)
+                                           dtype=placement.dtype, shard=shard)
         context = anchor.config.max_seq_len
 
         t = time.perf_counter()
@@ -280,7 +291,7 @@ def run_attacks(
                                  pool_experts=options.pool_experts, attacked=attacked, prefix=prefix, suffix=suffix,
                                  window=window, samples=options.samples_per_prefix, items=items, prompts=prompts,
                                  pii_new_tokens=pii_new_tokens, seed=options.seed, key=key, attempt=_attempt,
-                                 placement=placement,
+                                 placement=placement, shard=shard,
                                  run=[a for a in ("FA-EXT-DISC", "FA-EXT-SAMPLED") if _selected(options, a)]
                                  + (["FA-EXT-PII"] if _selected(options, "FA-EXT-PII") and len(items) >= MIN_PERSONAL_ITEMS
                                     and prompts else []), progress=progress)
@@ -314,6 +325,7 @@ def run_attacks(
         "target": target_record,
         "device": str(placement.device),
         "dtype": dtype_name(placement.dtype),
+        "processes": world.size,
         **({"trace_evidence": evidence} if evidence is not None else {}),
     }
     return AuditRun(package=package, anchor_digest=anchor.root_digest, anchor_path=anchor.directory,

@@ -29,4 +29,9 @@ _register()
 
 
 def main() -> None:
+    import sys
+
+    from flexaudit.cli._common import refuse_other_commands_under_torchrun
+
+    refuse_other_commands_under_torchrun(sys.argv[1:])
     app()

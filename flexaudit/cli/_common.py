@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
 import traceback
 from enum import Enum
-from typing import Annotated, Any, Callable, TypeVar
+from typing import Annotated, Any, Callable, Iterator, TypeVar
 
 import typer
 from rich.console import Console
@@ -15,9 +16,21 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from flexaudit.errors import FlexauditError
 
+# Under torchrun every process runs the command; rank 0 alone talks to the user (results, progress bars), the
+# others only report an error of their own (guarded).
+def _rank() -> int:
+    try:
+        return int(os.environ.get("RANK", "0"))
+    except ValueError:
+        return 0
+
+
+RANK = _rank()
 # emoji off: digests such as "hmac-sha256:abc:" must never turn into pictures
-out = Console(highlight=False, soft_wrap=True, emoji=False)
+out = Console(highlight=False, soft_wrap=True, emoji=False, quiet=RANK != 0)
 err = Console(stderr=True, highlight=False, soft_wrap=True, emoji=False)
+# The commands that run as one job over the processes torchrun starts (DESIGN.md: training and audits).
+DISTRIBUTED_COMMANDS = (("anchor", "train"), ("expert", "train"), ("audit",))
 
 T = TypeVar("T")
 
@@ -36,11 +49,46 @@ DtypeOption = Annotated[DtypeChoice, typer.Option(
                     "master weights). float16 needs a GPU.")]
 
 
-def placement_of(device: str, dtype: DtypeChoice):
-    """The library's Placement for --device and --dtype (InputError, one line, when unusable)."""
-    from flexaudit.moe.device import Placement
+FsdpOption = Annotated[bool, typer.Option(
+    "--fsdp", help="Under torchrun: shard the frozen anchor and the expert over the processes with FSDP2 instead of "
+                   "replicating them (DDP); for models that do not fit one device. Not with --dp.")]
 
-    return Placement.of(device, dtype.value)
+
+def placement_of(device: str, dtype: DtypeChoice):
+    """The library's Placement for --device and --dtype (InputError, one line, when unusable). Under torchrun each
+    process takes the GPU of its LOCAL_RANK (flexaudit.moe.distributed.local_device)."""
+    from flexaudit.moe.device import Placement
+    from flexaudit.moe.distributed import local_device
+
+    return Placement.of(local_device(device), dtype.value)
+
+
+@contextlib.contextmanager
+def processes(placement) -> Iterator[Any]:
+    """The torchrun job's process group around a command's library call (nothing without torchrun)."""
+    from flexaudit.moe.distributed import session
+
+    with session(placement.device) as world:
+        yield world
+
+
+def refuse_other_commands_under_torchrun(argv: list[str]) -> None:
+    """Under torchrun with several processes only training and audits run (as one job); any other command would
+    run once per process, each writing the same files: refused with one line (exit 2) before anything runs."""
+    from flexaudit.moe.distributed import launched_processes
+
+    if launched_processes() <= 1:
+        return
+    words = [a for a in argv if not a.startswith("-")][:2]
+    if any(tuple(words[: len(c)]) == c for c in DISTRIBUTED_COMMANDS) or not words:
+        return
+    groups = {c[0] for c in DISTRIBUTED_COMMANDS if len(c) > 1}
+    command = " ".join(words if words[0] in groups else words[:1])
+    if RANK == 0:
+        err.print(f"error: `flexaudit {command}` does not run under torchrun: only "
+                  f"{', '.join('`' + ' '.join(c) + '`' for c in DISTRIBUTED_COMMANDS)} do; run it without torchrun",
+                  markup=False)
+    raise SystemExit(2)
 
 
 class _RichTask:
@@ -74,6 +122,7 @@ class RichProgress:
             TextColumn("{task.fields[status]}"),
             console=err,
             transient=False,
+            disable=RANK != 0,  # rank 0 shows the whole job's progress
         )
 
     def __enter__(self) -> "RichProgress":
@@ -87,7 +136,8 @@ class RichProgress:
         return _RichTask(self._progress, self._progress.add_task(description, total=total, status=""))
 
     def note(self, message: str) -> None:
-        self._progress.console.print(message, markup=False)
+        if RANK == 0:
+            self._progress.console.print(message, markup=False)
 
 
 def _user_error(exc: BaseException) -> bool:
@@ -109,14 +159,19 @@ def guarded(fn: Callable[[], T]) -> T:
         raise
     except Exception as exc:
         if _user_error(exc):
-            err.print(f"error: {exc.message}", markup=False)
+            # under torchrun: rank 0 says it; another rank only what happened to it alone
+            if RANK == 0:
+                err.print(f"error: {exc.message}", markup=False)
+            elif getattr(exc, "raised_in_job", False) and not getattr(exc, "raised_on_rank0", False):
+                err.print(f"error (rank {RANK}): {exc.message}", markup=False)
             raise typer.Exit(exc.exit_code) from None
-        # a bug, not bad input: still one line, fail closed
+        # a bug, not bad input: still one line (from every rank that met it), fail closed
         if os.environ.get("FLEXAUDIT_DEBUG"):
             traceback.print_exc()
         first = str(exc).splitlines()[0] if str(exc) else ""
+        where = f" (rank {RANK})" if RANK else ""
         err.print(
-            f"internal error: {type(exc).__name__}: {first} (a bug; rerun with FLEXAUDIT_DEBUG=1 for the traceback)",
+            f"internal error{where}: {type(exc).__name__}: {first} (a bug; rerun with FLEXAUDIT_DEBUG=1 for the traceback)",
             markup=False,
         )
         raise typer.Exit(2) from None

@@ -9,7 +9,8 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from flexaudit.cli._common import DeviceOption, DtypeChoice, DtypeOption, RichProgress, guarded, out, placement_of
+from flexaudit.cli._common import (DeviceOption, DtypeChoice, DtypeOption, RichProgress, guarded, out, placement_of,
+                                   processes)
 
 
 def _figure(m) -> str:
@@ -75,7 +76,9 @@ def audit_cmd(
     device: DeviceOption = "auto",
     dtype: DtypeOption = DtypeChoice.float32,
 ) -> None:
-    """Run membership inference and extraction attacks on anchor + expert and on the anchor alone."""
+    """Run membership inference and extraction attacks on anchor + expert and on the anchor alone. Under
+    `torchrun --nproc-per-node N` scoring and decoding are split over N processes and rank 0 writes the report,
+    which equals a single-process one."""
     from flexaudit.errors import InputError
     from flexaudit.workflows import AuditOptions, run_audit
 
@@ -90,7 +93,7 @@ def audit_cmd(
             dense_baseline=dense_baseline, pool_experts=_pool_experts(pool_registry),
         )
         placement = placement_of(device, dtype)
-        with RichProgress() as progress:
+        with processes(placement), RichProgress() as progress:
             return run_audit(expert_dir, anchor_dir=anchor, out=out_dir, members=members, nonmembers=nonmembers,
                              options=options, placement=placement, progress=progress)
 

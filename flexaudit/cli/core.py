@@ -13,12 +13,14 @@ from flexaudit.cli._common import (
     DeviceOption,
     DtypeChoice,
     DtypeOption,
+    FsdpOption,
     RichProgress,
     err,
     guarded,
     out,
     placement_of,
     print_json,
+    processes,
 )
 
 anchor_app = typer.Typer(help="Create the public anchor model every expert is trained against.", no_args_is_help=True)
@@ -59,15 +61,21 @@ def anchor_train(
     force: Annotated[bool, typer.Option(help="Replace an existing anchor directory.")] = False,
     device: DeviceOption = "auto",
     dtype: DtypeOption = DtypeChoice.float32,
+    fsdp: FsdpOption = False,
 ) -> None:
-    """Train a small OLMo-2-style public model and its byte-level BPE tokenizer from scratch (stored in --dtype)."""
+    """Train a small OLMo-2-style public model and its byte-level BPE tokenizer from scratch (stored in --dtype).
+    Under `torchrun --nproc-per-node N` the steps run data-parallel over N processes."""
     from flexaudit.moe.anchor import train_anchor
 
-    with RichProgress() as progress:
-        result = guarded(lambda: train_anchor(
-            corpus, out_dir, preset=preset.value, steps=steps, seed=seed, router_init=router_init.value,
-            resume=resume, overwrite=force, placement=placement_of(device, dtype), progress=progress,
-        ))
+    def run():
+        placement = placement_of(device, dtype)
+        with processes(placement), RichProgress() as progress:
+            return train_anchor(
+                corpus, out_dir, preset=preset.value, steps=steps, seed=seed, router_init=router_init.value,
+                resume=resume, overwrite=force, placement=placement, progress=progress, fsdp=fsdp,
+            )
+
+    result = guarded(run)
     t = result["training"]
     out.print(f"anchor: {result['out']}  ({result['parameters']:,} parameters, {t.tokens:,} tokens, final loss {t.final_loss:.3f})")
     out.print(f"root digest: {result['root_digest']}")
@@ -131,9 +139,11 @@ def expert_train(
     force: Annotated[bool, typer.Option(help="Replace an existing package directory.")] = False,
     device: DeviceOption = "auto",
     dtype: DtypeOption = DtypeChoice.float32,
+    fsdp: FsdpOption = False,
 ) -> None:
     """Train an expert against the frozen anchor; write the shareable package (in the anchor's dtype) and keep
-    the rest local."""
+    the rest local. Under `torchrun --nproc-per-node N` the steps (DP-SGD included) run data-parallel over N
+    processes and rank 0 alone writes."""
     from flexaudit.errors import InputError
     from flexaudit.moe.expert import ExpertOptions
     from flexaudit.privacy.expert_training import DPOptions, train_expert
@@ -156,10 +166,10 @@ def expert_train(
             canaries=canaries, canary_repeats=canary_repeats, owner=owner,
         )
         placement = placement_of(device, dtype)
-        with RichProgress() as progress:
+        with processes(placement), RichProgress() as progress:
             return train_expert(anchor_dir=anchor, data=data, name=name, out=out_dir, options=options,
                                 subject_field=subject_field, public_data=public_data, resume=resume,
-                                overwrite=force, placement=placement, progress=progress)
+                                overwrite=force, placement=placement, progress=progress, fsdp=fsdp)
 
     trained = guarded(run)
     m = trained.manifest

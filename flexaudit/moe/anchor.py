@@ -30,10 +30,11 @@ from flexaudit.moe.checkpoint import (
     tensor_names,
     write_hf_checkpoint,
 )
+from flexaudit.moe import distributed
 from flexaudit.moe.device import CPU_FLOAT32, Placement, dtype_name
 from flexaudit.moe.model import FlexOlmo, ModelConfig
 from flexaudit.moe.router_init import DEFAULT_ROUTER_INIT, router_rows
-from flexaudit.moe.tokenizer import encode_documents, load_tokenizer, train_tokenizer
+from flexaudit.moe.tokenizer import encode_documents, load_tokenizer, tokenizer_from_json, train_tokenizer
 from flexaudit.moe.training import PackedStream, TrainSettings, train
 from flexaudit.progress import NULL_PROGRESS, Progress
 
@@ -160,28 +161,42 @@ def train_anchor(
     overwrite: bool = False,
     placement: Placement = CPU_FLOAT32,
     progress: Progress = NULL_PROGRESS,
+    fsdp: bool = False,
 ) -> dict:
     """Train a tokenizer and a small OLMo-2-style model from scratch on public text, on `placement`'s device;
-    with a half-precision dtype it trains in mixed precision and the anchor is stored in that dtype."""
+    with a half-precision dtype it trains in mixed precision and the anchor is stored in that dtype. Under
+    torchrun the steps run data-parallel (sharded with `fsdp`; flexaudit.moe.training.train) and rank 0 alone
+    trains the tokenizer and writes the anchor; every rank returns the same result."""
     if preset not in PRESETS:
         raise InputError(f"unknown preset {preset!r}: choose one of {', '.join(PRESETS)}")
-    if out.exists() and not overwrite and not resume:
-        raise InputError(f"{out} already exists: choose another --out or pass --force to replace it")
+    world = distributed.current()
+    progress = world.progress(progress)
+    distributed.check_fsdp(world, fsdp)
     p = PRESETS[preset]
     docs = _load_corpus(corpus)
     split = split_documents(docs, seed=seed, holdout_fraction=0.05)
     local = local_dir(out)
-    local.mkdir(parents=True, exist_ok=True)
-
     tokenizer_dir = local / "tokenizer"
-    if resume and (tokenizer_dir / "tokenizer.json").is_file():
-        tokenizer = load_tokenizer(tokenizer_dir)
-    else:
-        progress.note(f"training a {p.vocab_size}-token byte-level BPE tokenizer on {len(split.members)} documents")
-        tokenizer = train_tokenizer((d.text for d in split.members), vocab_size=p.vocab_size)
-        tokenizer.save_pretrained(str(tokenizer_dir))
+    made: dict = {}
+
+    def tokenizer_on_main() -> str:
+        # rank 0 alone checks the output, writes and trains the tokenizer; the others get it as JSON
+        if out.exists() and not overwrite and not resume:
+            raise InputError(f"{out} already exists: choose another --out or pass --force to replace it")
+        local.mkdir(parents=True, exist_ok=True)
+        if resume and (tokenizer_dir / "tokenizer.json").is_file():
+            made["tokenizer"] = load_tokenizer(tokenizer_dir)
+        else:
+            progress.note(f"training a {p.vocab_size}-token byte-level BPE tokenizer on {len(split.members)} documents")
+            made["tokenizer"] = train_tokenizer((d.text for d in split.members), vocab_size=p.vocab_size)
+            made["tokenizer"].save_pretrained(str(tokenizer_dir))
+        return made["tokenizer"].backend_tokenizer.to_str() if world.distributed else ""
+
+    serialized = world.on_main(tokenizer_on_main)
+    tokenizer = made["tokenizer"] if "tokenizer" in made else tokenizer_from_json(serialized)
     torch.manual_seed(seed)
-    model = FlexOlmo(p.model_config(len(tokenizer))).to(placement.device)  # float32: the optimizer's master weights
+    # float32: the optimizer's master weights; with fsdp in host memory, and each rank's shards on the device
+    model = FlexOlmo(p.model_config(len(tokenizer))).to("cpu" if fsdp else placement.device)
     settings = p.settings(steps=steps, seed=seed)
     stream = PackedStream(
         encode_documents(tokenizer, [d.text for d in split.members]),
@@ -192,11 +207,9 @@ def train_anchor(
     identity = {"kind": "anchor", "preset": asdict(p), "documents": text_sha256("".join(sorted(d.sha256 for d in split.members)))}
     result = train(
         model, stream, settings, checkpoint_dir=local / "checkpoints", resume=resume,
-        identity=identity, placement=placement, progress=progress, description="anchor",
+        identity=identity, placement=placement, progress=progress, description="anchor", fsdp=fsdp,
     )
     model = model.to(placement.dtype)
-    _set_public_row(model, tokenizer, [d.text for d in split.members], router_init, seed)
-    _write_holdout(local, split.holdout)
     info = {
         "provenance": {
             "source": "trained",
@@ -212,7 +225,13 @@ def train_anchor(
         },
         "router": {"public_row": router_init, "seed": seed},
     }
-    digest = _publish(out, model, tokenizer_dir, info, overwrite=overwrite or resume)
+
+    def publish() -> str:
+        _set_public_row(model, tokenizer, [d.text for d in split.members], router_init, seed)
+        _write_holdout(local, split.holdout)
+        return _publish(out, model, tokenizer_dir, info, overwrite=overwrite or resume)
+
+    digest = world.on_main(publish)  # rank 0 alone writes the anchor
     return {"root_digest": digest, "out": str(out), "local": str(local), "training": result, "parameters": model.num_parameters()}
 
 

@@ -261,17 +261,32 @@ class MoE(nn.Module):
             probs = probs / probs.sum(-1, keepdim=True)
         return probs.to(x.dtype)
 
-    def forward(self, x: torch.Tensor, router_only: torch.Tensor | None = None) -> torch.Tensor:
-        """router_only (B,) marks rows that may train the router but not the experts (public negatives)."""
+    def forward(self, x: torch.Tensor, router_only: torch.Tensor | None = None, drift: bool = False):
+        """router_only (B,) marks rows that may train the router but not the experts (public negatives).
+
+        With `drift`, returns (output, (sum over router_only rows of (y_1 - y_0)^2, sum of y_0^2)), both scalars,
+        where y_e is expert e's output on those rows' detached inputs and y_0 is detached: the terms of the anchor
+        pull on public rows (flexaudit.moe.training), whose gradient reaches expert 1 alone. Computed here, in
+        the same call of each expert as its ordinary output and returned as an output, because sharded (FSDP)
+        training runs a sharded module once per forward and prepares its backward from its outputs."""
         w = self.routing_weights(x)  # (B, T, E)
         # Every expert runs on every token; unselected ones get weight exactly 0. For the small models this
         # toolkit trains on CPUs, dense compute is faster than gathering tokens per expert.
         out = torch.zeros_like(x)
+        public = []
         for e, expert in enumerate(self.experts):
-            y = expert(x)  # (B, T, H)
+            if drift and e < 2:
+                both = expert(torch.cat((x, x[router_only].detach())))  # (B + B_pub, T, H)
+                y = both[: len(x)]
+                public.append(both[len(x):])
+            else:
+                y = expert(x)  # (B, T, H)
             if router_only is not None:
                 y = torch.where(router_only[:, None, None], y.detach(), y)
             out = out + w[..., e : e + 1] * y
+        if drift:
+            anchor_out = public[0].detach()
+            return out, ((public[1] - anchor_out).pow(2).sum(), anchor_out.pow(2).sum())
         return out
 
 
@@ -283,9 +298,13 @@ class Block(nn.Module):
         self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
         self.post_feedforward_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, router_only=None):
-        """Returns the block's output and the router's input (both (B, T, H))."""
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, router_only=None, drift: bool = False):
+        """Returns the block's output and the router's input (both (B, T, H)), and with `drift` the MoE's drift
+        terms (MoE.forward)."""
         h = x + self.post_attention_layernorm(self.self_attn(x, cos, sin))
+        if drift:
+            moe, terms = self.mlp(h, router_only, drift=True)
+            return h + self.post_feedforward_layernorm(moe), h, terms
         return h + self.post_feedforward_layernorm(self.mlp(h, router_only)), h
 
 
@@ -311,17 +330,27 @@ class FlexOlmo(nn.Module):
         if isinstance(module, (nn.Linear, nn.Embedding)):
             nn.init.normal_(module.weight, mean=0.0, std=0.02)
 
-    def forward(self, input_ids: torch.Tensor, *, router_only: torch.Tensor | None = None, return_moe_inputs: bool = False):
-        """Logits (B, T, V). With return_moe_inputs, also each layer's router input (B, T, H)."""
+    def forward(self, input_ids: torch.Tensor, *, router_only: torch.Tensor | None = None, return_moe_inputs: bool = False,
+                return_public_drift: bool = False):
+        """Logits (B, T, V). With return_moe_inputs, also each layer's router input (B, T, H). With
+        return_public_drift (2 experts and router_only given), also per layer the pair (sum of squared
+        difference between expert 1's and expert 0's outputs on the router_only rows, sum of expert 0's squared
+        output there), scalars; see MoE.forward."""
         T = input_ids.shape[1]
         cos, sin = rotary_tables(self.config, T, input_ids.device)  # (T, hd) each
         x = self.model.embed_tokens(input_ids)  # (B, T, H)
-        moe_inputs = []
+        moe_inputs, drift = [], []
         for layer in self.model.layers:
-            x, router_input = layer(x, cos, sin, router_only)
+            if return_public_drift:
+                x, router_input, terms = layer(x, cos, sin, router_only, drift=True)
+                drift.append(terms)
+            else:
+                x, router_input = layer(x, cos, sin, router_only)
             if return_moe_inputs:
                 moe_inputs.append(router_input)
         logits = self.lm_head(self.model.norm(x))  # (B, T, V)
+        if return_public_drift:
+            return logits, drift
         return (logits, moe_inputs) if return_moe_inputs else logits
 
     # --- the anchored-MoE rules --------------------------------------------------------------------------

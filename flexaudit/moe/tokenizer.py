@@ -37,6 +37,15 @@ def train_tokenizer(texts: Iterable[str], *, vocab_size: int):
     return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=EOS, pad_token=PAD, clean_up_tokenization_spaces=False)
 
 
+def tokenizer_from_json(serialized: str):
+    """The tokenizer `train_tokenizer` made, from its tokenizer.json text (how the other processes of a torchrun
+    job get the tokenizer rank 0 trained)."""
+    from transformers import PreTrainedTokenizerFast
+
+    return PreTrainedTokenizerFast(tokenizer_object=Tokenizer.from_str(serialized), eos_token=EOS, pad_token=PAD,
+                                   clean_up_tokenization_spaces=False)
+
+
 def load_tokenizer(directory: str | Path):
     """The tokenizer saved beside a checkpoint; never fetched from a hub."""
     from transformers import AutoTokenizer

@@ -7,6 +7,13 @@ bit-identical weights to an uninterrupted run (same machine, same thread count).
 
 Checkpoints are safetensors plus JSON (never pickle), written to a fresh directory and published by atomically
 rewriting a LATEST pointer, so a crash while saving leaves the previous checkpoint intact.
+
+Under torchrun (flexaudit.moe.distributed) the same loop runs data-parallel: every rank builds the logical batch
+of step s and takes its contiguous share of the rows (owner rows and public rows shared separately), each
+rank's loss is its rows' part of the logical batch's loss (sums over the rank's rows, divided by the logical
+batch's counts), and DistributedDataParallel (or FSDP2 with `fsdp=True`) sums the gradients, so N processes take
+the same steps as one, up to the order of float32 additions. Rank 0 alone writes checkpoints, which hold whole
+tensors and no trace of the process count: a run resumes with any number of processes.
 """
 
 from __future__ import annotations
@@ -22,11 +29,15 @@ from pathlib import Path
 import numpy as np
 import torch
 from safetensors import safe_open
+from safetensors.torch import load as load_safetensors
+from safetensors.torch import save as save_safetensors
 from safetensors.torch import save_file
 
 from flexaudit.errors import InputError
 from flexaudit.fsutil import atomic_write_json, atomic_write_text, staged_directory
+from flexaudit.moe import distributed
 from flexaudit.moe.device import CPU_FLOAT32, Placement
+from flexaudit.moe.distributed import SINGLE, World
 from flexaudit.moe.model import FlexOlmo, causal_lm_loss, token_nll
 from flexaudit.progress import NULL_PROGRESS, Progress
 
@@ -64,6 +75,17 @@ class TrainSettings:
 class Batch:
     ids: torch.Tensor  # (B, T+1) token ids; inputs and next-token targets come from the same rows
     router_only: torch.Tensor | None = None  # (B,) rows that train only the router (public negatives)
+
+    def share(self, world: World) -> "Batch":
+        """This rank's rows: its contiguous share of the owner rows and of the public rows, in order."""
+        if not world.distributed:
+            return self
+        if self.router_only is None:
+            return Batch(self.ids[world.share(len(self.ids))])
+        own, pub = self.ids[~self.router_only], self.ids[self.router_only]
+        own, pub = own[world.share(len(own))], pub[world.share(len(pub))]
+        router_only = torch.cat((torch.zeros(len(own), dtype=torch.bool), torch.ones(len(pub), dtype=torch.bool)))
+        return Batch(torch.cat((own, pub)), router_only)
 
 
 class PackedStream:
@@ -162,6 +184,29 @@ def _loss(model: FlexOlmo, batch: Batch, anchor_weight: float) -> torch.Tensor:
     return loss + anchor_weight * drift / len(router_inputs)
 
 
+def _shared_loss(net: torch.nn.Module, batch: Batch, anchor_weight: float, world: World) -> tuple[torch.Tensor, torch.Tensor]:
+    """This rank's part of the logical batch's loss (what _loss computes on the whole batch in one process):
+    (what to back-propagate, the part itself). Sums over this rank's rows are divided by the whole batch's
+    counts, so the parts add up to the loss; the anchor pull's denominators (sums over every public row) are
+    summed across ranks first. DDP and FSDP average gradients over the ranks, hence the factor world.size."""
+    model = distributed.inner(net)
+    part = batch.share(world)
+    ids = part.ids.to(model.device)
+    router_only = part.router_only.to(model.device) if part.router_only is not None else None
+    mask = torch.ones_like(ids, dtype=torch.bool)
+    positions = batch.ids.shape[0] * (batch.ids.shape[1] - 1)  # every row's every target, as causal_lm_loss counts
+    if batch.router_only is None or anchor_weight == 0:
+        loss = token_nll(net(ids, router_only=router_only), ids, mask) / positions
+        return loss * world.size, loss
+    logits, drift = net(ids, router_only=router_only, return_public_drift=True)
+    loss = token_nll(logits, ids, mask) / positions
+    # _loss: mean((y1 - y0)^2) / mean(y0^2) over every public row; the element counts cancel, so each rank adds
+    # its rows' squared differences over the whole batch's sum of y0^2
+    anchor_sq = world.all_reduce_(torch.stack([a for _, a in drift]).detach())  # (L,)
+    loss = loss + anchor_weight * sum(d / a for (d, _), a in zip(drift, anchor_sq)) / len(drift)
+    return loss * world.size, loss
+
+
 # --- checkpoints -----------------------------------------------------------------------------------------
 
 def _fault_point(name: str) -> None:
@@ -214,34 +259,57 @@ def _optimizer_tensors(opt: torch.optim.Optimizer, names: dict[int, str]) -> dic
 def _load_optimizer(opt: torch.optim.Optimizer, params: list[tuple[str, torch.nn.Parameter]], tensors: dict) -> None:
     for name, p in params:
         prefix = f"optim.{name}."
-        # moments live beside their parameter; the step count stays a CPU scalar, as the optimizer keeps it
-        state = {k[len(prefix):]: v.to(p.device, copy=True) if v.shape == p.shape else v.clone()
+        # moments live beside their parameter (sharded like it under FSDP); the step count stays a CPU scalar,
+        # as the optimizer keeps it
+        state = {k[len(prefix):]: distributed.like(p, v) if v.shape == p.shape else v.clone()
                  for k, v in tensors.items() if k.startswith(prefix)}
         if state:
             opt.state[p] = state
 
 
 def restore_or_reset(checkpoints: Checkpoints, identity: dict, params: list[tuple[str, torch.nn.Parameter]],
-                     opt: torch.optim.Optimizer, *, resume: bool) -> tuple[dict, dict] | None:
+                     opt: torch.optim.Optimizer, *, resume: bool, world: World = SINGLE) -> tuple[dict, dict] | None:
     """With `resume`, load the latest checkpoint of this exact run (same identity) into the parameters and the
     optimizer and return its (tensors, meta); otherwise, or with nothing saved, start clean: None, and any
-    checkpoints of an earlier run are removed."""
-    saved = checkpoints.load() if resume else None
-    if saved is None:
-        if checkpoints.directory.exists():
-            shutil.rmtree(checkpoints.directory)
+    checkpoints of an earlier run are removed. Under torchrun rank 0 reads (or removes) the checkpoint and every
+    rank gets its tensors (whole; each rank keeps its shard of sharded parameters), whatever the number of
+    processes that wrote it."""
+    loaded: dict = {}
+
+    def read() -> dict | None:
+        saved = checkpoints.load() if resume else None
+        if saved is None:
+            if checkpoints.directory.exists():
+                shutil.rmtree(checkpoints.directory)
+            return None
+        tensors, meta = saved
+        if meta.get("identity") != identity:
+            raise InputError(
+                f"the checkpoint in {checkpoints.directory} belongs to a run with other settings or data: "
+                "resume with the original arguments, or start over without --resume"
+            )
+        loaded["tensors"] = tensors
+        return meta
+
+    meta = world.on_main(read)
+    if meta is None:
         return None
-    tensors, meta = saved
-    if meta.get("identity") != identity:
-        raise InputError(
-            f"the checkpoint in {checkpoints.directory} belongs to a run with other settings or data: "
-            "resume with the original arguments, or start over without --resume"
-        )
+    tensors = loaded.get("tensors")
+    if world.distributed:  # safetensors bytes, never pickle
+        tensors = load_safetensors(world.broadcast_bytes(save_safetensors(tensors) if world.main else None))
     with torch.no_grad():
         for n, p in params:
-            p.copy_(tensors[f"param.{n}"])
+            p.copy_(distributed.like(p, tensors[f"param.{n}"]))
     _load_optimizer(opt, params, tensors)
-    return saved
+    return tensors, meta
+
+
+def save_checkpoint(checkpoints: Checkpoints, step: int, state: dict[str, torch.Tensor], meta: dict,
+                    world: World = SINGLE) -> None:
+    """Every rank calls this (whole tensors are gathered from shards collectively); rank 0 writes, and an error
+    there stops every rank."""
+    whole = {k: distributed.full_tensor(v) for k, v in state.items()}
+    world.on_main(lambda: checkpoints.save(step, whole, meta))
 
 
 # --- the loop --------------------------------------------------------------------------------------------
@@ -257,17 +325,29 @@ def train(
     placement: Placement = CPU_FLOAT32,
     progress: Progress = NULL_PROGRESS,
     description: str = "training",
+    fsdp: bool = False,
 ) -> TrainResult:
     """Train the parameters of `model` that require grad, on the model's device. `identity` (settings, data
     fingerprint, model) must match a checkpoint's for it to be resumed; a mismatch is refused rather than
     silently mixed. With a half-precision `placement` the parameters being trained are float32 master weights
-    and the forward and backward passes run under autocast in that dtype."""
-    params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    if not params:
+    and the forward and backward passes run under autocast in that dtype.
+
+    Under torchrun (a process group is initialised) the rows of every logical batch are split across the
+    processes and gradients summed with DistributedDataParallel, or with FSDP2 `fully_shard` (`fsdp`), which
+    also shards the frozen weights (see the module docstring); every rank returns with the trained weights in
+    `model`. Raises InputError for a batch smaller than the number of processes, or `fsdp` without torchrun."""
+    world = distributed.current()
+    progress = world.progress(progress)
+    if not any(p.requires_grad for p in model.parameters()):
         raise InputError("nothing to train: every parameter is frozen")
-    for _, p in params:
-        if p.dtype != torch.float32:
+    if world.distributed and settings.batch_size < world.size:
+        raise InputError(f"a batch of {settings.batch_size} rows cannot be split over {world.size} processes: "
+                         f"raise --batch-size to at least {world.size}")
+    for p in model.parameters():
+        if p.requires_grad and p.dtype != torch.float32:
             p.data = p.data.float()
+    net = distributed.data_parallel(model, world, fsdp=fsdp, device=placement.device)  # the model itself in one process
+    params = [(n, p) for n, p in distributed.inner(net).named_parameters() if p.requires_grad]
     names = {id(p): n for n, p in params}
     decay = [p for _, p in params if p.ndim >= 2 and settings.weight_decay > 0]
     no_decay = [p for _, p in params if not (p.ndim >= 2 and settings.weight_decay > 0)]
@@ -277,36 +357,45 @@ def train(
     checkpoints = Checkpoints(checkpoint_dir)
     identity = {**identity, "settings": asdict(settings), "dtype": str(placement.dtype).removeprefix("torch.")}
     start, losses = 0, []
-    saved = restore_or_reset(checkpoints, identity, params, opt, resume=resume)
+    saved = restore_or_reset(checkpoints, identity, params, opt, resume=resume, world=world)
     if saved is not None:
         meta = saved[1]
         start, losses = int(meta["step"]), list(meta["losses"])
 
-    model.train()
+    net.train()
     task = progress.task(description, total=settings.steps)
     task.advance(start)
     tokens_per_step = settings.batch_size * settings.seq_len  # the owner's tokens; public rows come on top
+    anchor_weight = getattr(stream, "anchor_weight", 0.0)
     processed = 0
     began = time.perf_counter()
     for step in range(start, settings.steps):
         for group in opt.param_groups:
             group["lr"] = settings.lr_at(step)
-        batch = stream.batch(step)
-        with placement.autocast():
-            loss = _loss(model, batch, getattr(stream, "anchor_weight", 0.0))
-        loss.backward()
+        batch = stream.batch(step)  # the whole logical batch, on every rank
+        if world.distributed:
+            with placement.autocast():
+                loss, value = _shared_loss(net, batch, anchor_weight, world)
+            loss.backward()
+            loss = world.all_reduce_(value.detach().float().clone())  # the logical batch's loss, as one process has it
+        else:
+            with placement.autocast():
+                loss = _loss(model, batch, anchor_weight)
+            loss.backward()
         torch.nn.utils.clip_grad_norm_([p for _, p in params], settings.max_grad_norm)
         opt.step()
         opt.zero_grad(set_to_none=True)
         losses.append(loss.item())
-        processed += batch.ids.shape[0] * (batch.ids.shape[1] - 1)
+        processed += batch.ids.shape[0] * (batch.ids.shape[1] - 1)  # whole job: every rank's rows
         task.advance(1, loss=losses[-1], **{"tok/s": processed / max(time.perf_counter() - began, 1e-9)})
         _fault_point(f"step:{step + 1}")
         done = step + 1
         if done % settings.checkpoint_every == 0 or done == settings.steps:
             state = {f"param.{n}": p for n, p in params} | _optimizer_tensors(opt, names)
-            checkpoints.save(done, state, {"step": done, "losses": losses, "identity": identity})
+            save_checkpoint(checkpoints, done, state, {"step": done, "losses": losses, "identity": identity}, world)
     task.close()
+    distributed.copy_trained(net, model)
+    del net  # a DDP wrapper's gradient hooks go with it
     model.eval()
     tail = losses[-max(1, len(losses) // 10):]
     return TrainResult(

@@ -14,6 +14,15 @@ One step, exactly as the accountants assume:
      divided by the expected batch size q N;
   4. public rows (router negatives) add their ordinary gradient: public data costs no privacy.
 
+Under torchrun (flexaudit.moe.distributed) every rank draws the same Poisson sample from the same seeded
+generator, takes its contiguous share of the chosen units and clips each of them locally; the clipped sums (and
+the public rows' ordinary gradients) are summed across ranks with one all-reduce, and then every rank adds the
+same noise draw, once: the summed gradient carries N(0, (sigma C)^2) per coordinate as in one process, not
+sigma C sqrt(N) (tested). Every rank therefore holds the same gradient, the accountant sees the same history,
+and epsilon is that of a single-process run. (Opacus' DistributedDPOptimizer reaches the same by adding noise
+on rank 0 only before the reduction; flexaudit's fused per-sample engine and its own per-unit clipper are not
+an Opacus optimizer, so the reduction is done here with torch.distributed directly.)
+
 The sampler and the noise draw from generators seeded by an HMAC of the owner's secret key and the run id:
 an outsider cannot reproduce (and subtract) the noise, while the owner's resumed run continues the exact
 same streams. Their states are saved with every checkpoint, so a killed and resumed run ends with the same
@@ -36,8 +45,10 @@ import torch
 import torch.nn.functional as F
 
 from flexaudit.errors import InputError
+from flexaudit.moe import distributed
 from flexaudit.moe.device import CPU_FLOAT32, Placement
-from flexaudit.moe.model import FlexOlmo, RouterBias, causal_lm_loss, pad_right
+from flexaudit.moe.distributed import SINGLE, World
+from flexaudit.moe.model import FlexOlmo, RouterBias, causal_lm_loss, pad_right, token_nll
 from flexaudit.moe.training import (
     Checkpoints,
     PackedStream,
@@ -46,6 +57,7 @@ from flexaudit.moe.training import (
     _fault_point,
     _optimizer_tensors,
     restore_or_reset,
+    save_checkpoint,
 )
 from flexaudit.progress import NULL_PROGRESS, Progress
 
@@ -266,12 +278,10 @@ def _row_losses(model, ids: torch.Tensor, mask: torch.Tensor, weights: torch.Ten
     return (per_row * weights).sum()
 
 
-def private_gradient(engine: PerSampleEngine, unit_rows, chosen, dp: DPSettings, noise: torch.Generator, trainable,
-                     unit_tokens, pad, placement: Placement = CPU_FLOAT32):
-    """Set p.grad of every trainable parameter to one DP-SGD gradient for the sampled units `chosen`:
-    per-unit clipped sum plus Gaussian noise, over the expected batch size. Returns the clipper (norms),
-    the summed loss and the number of predicted tokens. The noise is drawn on the CPU from the seeded
-    generator and moved to the parameters' device, so a run draws the same noise on any device."""
+def _clipped_sum(engine: PerSampleEngine, unit_rows, chosen, dp: DPSettings, trainable, unit_tokens, pad,
+                 placement: Placement) -> tuple["_PerUnitClipper", float, int]:
+    """Per-unit clipped gradients of the units `chosen`, summed (in the clipper), the summed loss and the number
+    of predicted tokens; physical batches of dp.physical_batch_size units."""
     clipper = _PerUnitClipper(trainable, dp.max_grad_norm)
     step_loss, step_tokens = 0.0, 0
     for i in range(0, len(chosen), dp.physical_batch_size):
@@ -290,10 +300,56 @@ def private_gradient(engine: PerSampleEngine, unit_rows, chosen, dp: DPSettings,
         clipper.add(torch.tensor(row_unit), len(micro))
         step_loss += float(loss.detach())
         step_tokens += int(mask[:, 1:].sum())
-    for p, acc in zip(trainable, clipper.summed):
-        draw = torch.randn(p.shape, generator=noise).to(p.device) * (dp.noise_multiplier * dp.max_grad_norm)
-        p.grad = (acc + draw) / dp.expected_batch_size
     return clipper, step_loss, step_tokens
+
+
+def _noise(p: torch.Tensor, noise: torch.Generator, dp: DPSettings) -> torch.Tensor:
+    """N(0, (sigma C)^2) per coordinate, drawn on the CPU from the seeded generator and moved to the parameter's
+    device, so a run draws the same noise on any device (and every rank the same)."""
+    return torch.randn(p.shape, generator=noise).to(p.device) * (dp.noise_multiplier * dp.max_grad_norm)
+
+
+def private_gradient(engine: PerSampleEngine, unit_rows, chosen, dp: DPSettings, noise: torch.Generator, trainable,
+                     unit_tokens, pad, placement: Placement = CPU_FLOAT32):
+    """Set p.grad of every trainable parameter to one DP-SGD gradient for the sampled units `chosen`:
+    per-unit clipped sum plus Gaussian noise, over the expected batch size. Returns the clipper (norms),
+    the summed loss and the number of predicted tokens. One process; see shared_private_gradient for several."""
+    clipper, step_loss, step_tokens = _clipped_sum(engine, unit_rows, chosen, dp, trainable, unit_tokens, pad, placement)
+    for p, acc in zip(trainable, clipper.summed):
+        p.grad = (acc + _noise(p, noise, dp)) / dp.expected_batch_size
+    return clipper, step_loss, step_tokens
+
+
+def shared_private_gradient(engine: PerSampleEngine, unit_rows, chosen, dp: DPSettings, noise: torch.Generator,
+                            trainable, unit_tokens, pad, placement: Placement = CPU_FLOAT32, *, world: World,
+                            public_rows: torch.Tensor | None = None) -> tuple[int, float, int]:
+    """One DP-SGD gradient computed by every rank of `world` together, set as p.grad on every rank.
+
+    Every rank passes the same `chosen` (the step's Poisson sample over all N units) and the same noise generator
+    state; it clips its contiguous share of the units, and its share of `public_rows` (B_pub, T+1) gives an
+    ordinary gradient scaled to the whole public batch's mean. One all-reduce sums the clipped sums and the
+    public gradients over the ranks; then each rank adds the same noise draw to the summed clipped gradient, so
+    the noise enters the sum once: p.grad = (sum of clipped + N(0, (sigma C)^2)) / (q N) + public gradient,
+    identical on every rank. Returns (units clipped, summed loss, predicted tokens), all over every rank."""
+    mine = chosen[world.share(len(chosen))]
+    public = [torch.zeros_like(p) for p in trainable]
+    if public_rows is not None:
+        part = public_rows[world.share(len(public_rows))].to(trainable[0].device)
+        with engine.ordinary(), placement.autocast():  # public text is not private: an ordinary gradient
+            # router_only: on public rows the expert's output is detached (causal_lm_loss in one process)
+            logits = engine.model(part, router_only=torch.ones(len(part), dtype=torch.bool, device=part.device))
+            loss = token_nll(logits, part, torch.ones_like(part, dtype=torch.bool))
+            loss = loss / (public_rows.shape[0] * (public_rows.shape[1] - 1))  # the whole public batch's mean
+        public = list(torch.autograd.grad(loss, trainable, allow_unused=True, materialize_grads=True))
+    clipper, step_loss, step_tokens = _clipped_sum(engine, unit_rows, mine, dp, trainable, unit_tokens, pad, placement)
+    flat = world.all_reduce_(torch.cat([t.reshape(-1) for t in (*clipper.summed, *public)]))
+    counts = world.all_reduce_(torch.tensor([sum(1 for v in clipper.norms if v > dp.max_grad_norm), step_loss,
+                                             step_tokens], dtype=torch.float64))
+    sizes = [p.numel() for p in trainable]
+    summed, public = flat.split(sizes + sizes)[: len(sizes)], flat.split(sizes + sizes)[len(sizes):]
+    for p, acc, pub in zip(trainable, summed, public):
+        p.grad = (acc.view_as(p) + _noise(p, noise, dp)) / dp.expected_batch_size + pub.view_as(p)
+    return int(counts[0]), float(counts[1]), int(counts[2])
 
 
 def train_dp(
@@ -314,7 +370,11 @@ def train_dp(
 ) -> tuple[TrainResult, dict]:
     """Train the trainable parameters of `model` with DP-SGD, on the model's device (mixed precision for a
     half-precision `placement`, float32 master weights). Returns the training result and statistics (steps,
-    units sampled, clipped fraction) for the manifest."""
+    units sampled, clipped fraction) for the manifest. Under torchrun the ranks share every step's units and
+    public rows (shared_private_gradient) and rank 0 alone writes checkpoints; the result, the statistics and
+    the weights are those of one process with the same settings, up to the order of float32 additions."""
+    world = distributed.current()
+    progress = world.progress(progress)
     params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     for _, p in params:
         if p.dtype != torch.float32:
@@ -328,12 +388,14 @@ def train_dp(
     identity = {**identity, "settings": asdict(settings), "dp": asdict(dp), "run_id": run_id,
                 "dtype": str(placement.dtype).removeprefix("torch.")}
     start, losses, stats = 0, [], {"units_sampled": 0, "clipped": 0, "empty_steps": 0}
-    saved = restore_or_reset(checkpoints, identity, params, opt, resume=resume)
+    saved = restore_or_reset(checkpoints, identity, params, opt, resume=resume, world=world)
     if saved is not None:
         tensors, meta = saved
         sampler.set_state(tensors["rng.sampler"])
         noise.set_state(tensors["rng.noise"])
         start, losses, stats = int(meta["step"]), list(meta["losses"]), dict(meta["dp_stats"])
+    for _, p in params:  # every rank starts from rank 0's weights (each computed the router rows itself)
+        world.broadcast_(p.data)
 
     engine = PerSampleEngine(model, dp.engine)
     trainable = [p for _, p in params]
@@ -346,19 +408,26 @@ def train_dp(
     for step in range(start, settings.steps):
         for group in opt.param_groups:
             group["lr"] = settings.lr_at(step)
+        # every rank draws the same sample: the generator, its seed and its state are the same everywhere
         chosen = torch.nonzero(torch.rand(dp.units, generator=sampler) < dp.sample_rate).flatten().tolist()
-        clipper, step_loss, step_tokens = private_gradient(engine, unit_rows, chosen, dp, noise, trainable, unit_tokens,
-                                                           pad, placement)
-        if public is not None:
-            with engine.ordinary(), placement.autocast():  # public text is not private: an ordinary gradient
-                rows = public.rows(step).to(model.device)
-                loss = causal_lm_loss(model, rows, torch.ones_like(rows, dtype=torch.bool),
-                                      torch.ones(rows.shape[0], dtype=torch.bool, device=model.device))
-            loss.backward()
+        if world.distributed:
+            clipped, step_loss, step_tokens = shared_private_gradient(
+                engine, unit_rows, chosen, dp, noise, trainable, unit_tokens, pad, placement, world=world,
+                public_rows=public.rows(step) if public is not None else None)
+        else:
+            clipper, step_loss, step_tokens = private_gradient(engine, unit_rows, chosen, dp, noise, trainable,
+                                                               unit_tokens, pad, placement)
+            clipped = sum(1 for v in clipper.norms if v > dp.max_grad_norm)
+            if public is not None:
+                with engine.ordinary(), placement.autocast():  # public text is not private: an ordinary gradient
+                    rows = public.rows(step).to(model.device)
+                    loss = causal_lm_loss(model, rows, torch.ones_like(rows, dtype=torch.bool),
+                                          torch.ones(rows.shape[0], dtype=torch.bool, device=model.device))
+                loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
         stats["units_sampled"] += len(chosen)
-        stats["clipped"] += sum(1 for v in clipper.norms if v > dp.max_grad_norm)
+        stats["clipped"] += clipped
         stats["empty_steps"] += int(not chosen)
         losses.append(step_loss / max(1, len(chosen)))
         processed += step_tokens
@@ -368,7 +437,8 @@ def train_dp(
         if done % settings.checkpoint_every == 0 or done == settings.steps:
             state = {f"param.{n}": p for n, p in params} | _optimizer_tensors(opt, names)
             state |= {"rng.sampler": sampler.get_state(), "rng.noise": noise.get_state()}
-            checkpoints.save(done, state, {"step": done, "losses": losses, "identity": identity, "dp_stats": stats})
+            save_checkpoint(checkpoints, done, state, {"step": done, "losses": losses, "identity": identity,
+                                                       "dp_stats": stats}, world)
     task.close()
     engine.close()
     model.eval()

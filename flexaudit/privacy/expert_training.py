@@ -14,11 +14,14 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import torch
+
 from flexaudit.data import Document, load_documents
 from flexaudit.data.split import dataset_fingerprint, owner_home, owner_key, split_documents
 from flexaudit.digest import root_digest, text_sha256
 from flexaudit.errors import InputError
 from flexaudit.fsutil import atomic_write_json, atomic_write_text
+from flexaudit.moe import distributed
 from flexaudit.moe.anchor import Anchor, load_anchor, local_dir, software_versions
 from flexaudit.moe.checkpoint import read_json
 from flexaudit.moe.device import CPU_FLOAT32, Placement, dtype_name
@@ -98,6 +101,7 @@ def train_expert(
     home: Path | None = None,
     placement: Placement = CPU_FLOAT32,
     progress: Progress = NULL_PROGRESS,
+    fsdp: bool = False,
 ) -> TrainedExpert:
     """Train one expert against the frozen anchor and write its package.
 
@@ -107,23 +111,40 @@ def train_expert(
     the expert itself still learns from the owner's data only. With `options.dp`, training is DP-SGD and
     the privacy ledger must allow the run before it starts. The anchor is read into `placement` (device and
     compute dtype; the expert trains in float32 master weights) and the package is stored in the anchor's
-    dtype."""
+    dtype.
+
+    Under torchrun (flexaudit.moe.distributed) the steps run data-parallel over the processes (`fsdp` shards
+    the anchor and the expert with FSDP2; not with DP) and rank 0 alone reads the owner's key, plans and
+    releases the run in the ledger and writes the package and the owner's files; every rank returns the same
+    TrainedExpert."""
     check_expert_name(name)
     check_name(options.owner, what="owner name")
+    world = distributed.current()
+    progress = world.progress(progress)
     dp = options.dp
     if dp is not None:
         dp.validate(subject_field=subject_field)
-    if out.exists() and not overwrite:
-        if resume and (out / MANIFEST).is_file():
-            raise InputError(f"{out} already holds a finished package: nothing to resume (pass --force to retrain)")
-        raise InputError(f"{out} already exists: choose another --out or pass --force to replace it")
-    anchor = load_anchor(anchor_dir, placement=placement)
+        if fsdp:
+            raise InputError("--fsdp is not available with --dp: DP-SGD runs data-parallel across the processes "
+                             "(every rank holds the model); drop --fsdp")
+    distributed.check_fsdp(world, fsdp)
+
+    def check_out() -> None:
+        if out.exists() and not overwrite:
+            if resume and (out / MANIFEST).is_file():
+                raise InputError(f"{out} already holds a finished package: nothing to resume (pass --force to retrain)")
+            raise InputError(f"{out} already exists: choose another --out or pass --force to replace it")
+
+    world.on_main(check_out)
+    # with fsdp the whole model stays in host memory and each rank's shards go to the device (training.train)
+    anchor = load_anchor(anchor_dir, placement=Placement(torch.device("cpu"), placement.dtype) if fsdp else placement)
     docs = load_documents(data, subject_field=subject_field)
     unit = dp.unit if dp is not None else "document"
     split = split_documents(docs, seed=options.seed, holdout_fraction=options.holdout_fraction, by_subject=unit == "subject")
     settings = options.settings(anchor.config.max_seq_len)
     home = home or owner_home()
-    key = owner_key(home)
+    # the key seeds the DP sampler and noise: every rank must hold rank 0's (homes need not be shared)
+    key = bytes.fromhex(world.on_main(lambda: owner_key(home).hex()))
     fingerprint = dataset_fingerprint(docs, key)
     local = local_dir(out)
 
@@ -141,76 +162,86 @@ def train_expert(
         "public": negatives,
         "options": asdict(options),
     }
-    ledger = Ledger(home / "ledger.db")
+    ledger = Ledger(home / "ledger.db") if world.main else None  # rank 0 alone reads and writes the ledger
     if dp is None:
-        run_id = _fresh_run_id(ledger, run_id_for(identity))
-        ledger.plan_run(owner=options.owner, dataset=fingerprint["fingerprint"], expert=name, segments=None,
-                        delta=None, run_id=run_id)
+        def plan() -> str:
+            run_id = _fresh_run_id(ledger, run_id_for(identity))
+            ledger.plan_run(owner=options.owner, dataset=fingerprint["fingerprint"], expert=name, segments=None,
+                            delta=None, run_id=run_id)
+            return run_id
+
+        run_id = world.on_main(plan)
         stream = PackedStream(encode_documents(anchor.tokenizer, training_texts), seq_len=settings.seq_len,
                               batch_size=settings.batch_size, seed=options.seed)
         result = train(
             model, RouterContrastStream(stream, public, anchor_weight=options.anchor_weight) if public else stream, settings,
             checkpoint_dir=local / "checkpoints", resume=resume, identity=identity, placement=placement,
-            progress=progress, description=f"expert {name}",
+            progress=progress, description=f"expert {name}", fsdp=fsdp,
         )
         privacy, segments = NO_GUARANTEE, None
     else:
         result, privacy, segments, run_id = _train_private(
             model, anchor, split.members, canaries, options, settings, identity=identity, fingerprint=fingerprint,
             ledger=ledger, key=key, public=public, checkpoint_dir=local / "checkpoints", resume=resume,
-            name=name, placement=placement, progress=progress,
+            name=name, placement=placement, progress=progress, world=world,
         )
-    frozen_checked = verify_frozen(model, anchor.directory)
-    manifest = {
-        "format": PACKAGE_FORMAT,
-        "name": name,  # no timestamp: the same data and settings give a bit-identical package
-        "anchor": {"root_digest": anchor.root_digest},
-        "architecture": {
-            "vocab_size": anchor.config.vocab_size,
-            "hidden_size": anchor.config.hidden_size,
-            "intermediate_size": anchor.config.intermediate_size,
-            "num_layers": anchor.config.num_layers,
-        },
-        "router": {
-            "init": options.router_init,
-            "public_negatives": negatives or "none",
-            "bias": "trained; not carried into merged models (Hugging Face FlexOlmo has no router bias)"
-            if options.router_bias else "none",
-        },
-        "training": {
-            **{k: v for k, v in asdict(settings).items() if k != "checkpoint_every"},
-            "method": "FlexOlmo expert: 2 experts, top-2, no load-balancing loss, AdamW"
-            + (", DP-SGD" if dp is not None else ""),
-            "trainable": "slot-1 FFN, slot-1 router row" + (", router bias" if options.router_bias else ""),
-            "frozen": "embeddings, attention, norms, LM head, public FFN, public router row",
-            "trainable_parameters": sum(p.numel() for n, p in model.named_parameters() if n in trainable),
-            "compute_dtype": dtype_name(placement.dtype),
-            "stored_dtype": dtype_name(anchor.stored_dtype),
-            "frozen_tensors_verified_identical": frozen_checked,
-            "tokens": result.tokens,
-            "epochs": round(result.epochs, 3),
-            "final_loss": round(result.final_loss, 5),
-        },
-        "data": {**fingerprint, "unit_of_privacy": unit, "source_format": data.suffix.lstrip(".") or "folder"},
-        "split": split.record(key),
-        "canaries": canary_record(canaries, options, key),
-        "privacy": privacy,
-        "software": software_versions(),
-    }
 
-    def release(staged: Path) -> None:
-        # the ledger learns of the release before the package becomes visible: never behind what was shared
-        ledger.record_release(run_id, segments, package_digest=root_digest(staged))
+    def publish() -> dict:
+        """Rank 0's part after training: verify the frozen tensors, write the package (the ledger records its
+        release first) and the owner's files; the manifest as written."""
+        frozen_checked = verify_frozen(model, anchor.directory)
+        manifest = {
+            "format": PACKAGE_FORMAT,
+            "name": name,  # no timestamp: the same data and settings give a bit-identical package
+            "anchor": {"root_digest": anchor.root_digest},
+            "architecture": {
+                "vocab_size": anchor.config.vocab_size,
+                "hidden_size": anchor.config.hidden_size,
+                "intermediate_size": anchor.config.intermediate_size,
+                "num_layers": anchor.config.num_layers,
+            },
+            "router": {
+                "init": options.router_init,
+                "public_negatives": negatives or "none",
+                "bias": "trained; not carried into merged models (Hugging Face FlexOlmo has no router bias)"
+                if options.router_bias else "none",
+            },
+            "training": {
+                **{k: v for k, v in asdict(settings).items() if k != "checkpoint_every"},
+                "method": "FlexOlmo expert: 2 experts, top-2, no load-balancing loss, AdamW"
+                + (", DP-SGD" if dp is not None else ""),
+                "trainable": "slot-1 FFN, slot-1 router row" + (", router bias" if options.router_bias else ""),
+                "frozen": "embeddings, attention, norms, LM head, public FFN, public router row",
+                "trainable_parameters": sum(p.numel() for n, p in model.named_parameters() if n in trainable),
+                "compute_dtype": dtype_name(placement.dtype),
+                "stored_dtype": dtype_name(anchor.stored_dtype),
+                "frozen_tensors_verified_identical": frozen_checked,
+                "tokens": result.tokens,
+                "epochs": round(result.epochs, 3),
+                "final_loss": round(result.final_loss, 5),
+            },
+            "data": {**fingerprint, "unit_of_privacy": unit, "source_format": data.suffix.lstrip(".") or "folder"},
+            "split": split.record(key),
+            "canaries": canary_record(canaries, options, key),
+            "privacy": privacy,
+            "software": software_versions(),
+        }
 
-    write_package(out, package_tensors(model, dtype=anchor.stored_dtype), manifest, overwrite=overwrite,
-                  before_publish=release)
-    _write_local_split(local, split)
-    if canaries:
-        atomic_write_json(local / "canaries.json", {"template": canaries[0].template, "repeats": options.canary_repeats,
-                                                    "canaries": [c.as_dict(reveal=True) for c in canaries]})
-    progress.note(f"expert package: {out}  (owner-only files: {local})")
-    return TrainedExpert(package=out, local=local, manifest=read_json(out / MANIFEST, "manifest"),
-                         members=split.members, holdout=split.holdout)
+        def release(staged: Path) -> None:
+            # the ledger learns of the release before the package becomes visible: never behind what was shared
+            ledger.record_release(run_id, segments, package_digest=root_digest(staged))
+
+        write_package(out, package_tensors(model, dtype=anchor.stored_dtype), manifest, overwrite=overwrite,
+                      before_publish=release)
+        _write_local_split(local, split)
+        if canaries:
+            atomic_write_json(local / "canaries.json", {"template": canaries[0].template, "repeats": options.canary_repeats,
+                                                        "canaries": [c.as_dict(reveal=True) for c in canaries]})
+        progress.note(f"expert package: {out}  (owner-only files: {local})")
+        return read_json(out / MANIFEST, "manifest")
+
+    manifest = world.on_main(publish)
+    return TrainedExpert(package=out, local=local, manifest=manifest, members=split.members, holdout=split.holdout)
 
 
 def _fresh_run_id(ledger: Ledger, base: str) -> str:
@@ -265,7 +296,7 @@ def canary_record(canaries: list, options: ExpertOptions, key: bytes) -> dict:
 
 
 def _train_private(model, anchor, members, canaries, options, settings, *, identity, fingerprint, ledger, key,
-                   public, checkpoint_dir, resume, name, placement, progress):
+                   public, checkpoint_dir, resume, name, placement, progress, world=distributed.SINGLE):
     """DP-SGD over privacy units; the ledger refuses the run before any step if it would exceed the cap."""
     dp = options.dp
     by_unit: dict[str, list[str]] = {}
@@ -287,12 +318,17 @@ def _train_private(model, anchor, members, canaries, options, settings, *, ident
     sigma = dp.noise_multiplier or noise_multiplier_for(
         target_epsilon=dp.target_epsilon, sample_rate=sample_rate, steps=settings.steps, delta=delta, accountant=dp.accountant)
     planned = [Segment(noise_multiplier=sigma, sample_rate=sample_rate, steps=settings.steps)]
-    if dp.budget is not None:
-        ledger.set_cap(owner=options.owner, dataset=fingerprint["fingerprint"], epsilon=dp.budget, delta=delta,
-                       accountant=dp.accountant)
-    run_id = _fresh_run_id(ledger, run_id_for({**identity, "sigma": sigma, "delta": delta}))
-    ledger.plan_run(owner=options.owner, dataset=fingerprint["fingerprint"], expert=name, segments=planned,
-                    delta=delta, unit=dp.unit, accountant=dp.accountant, run_id=run_id)[1].raise_if_exceeded()
+
+    def plan() -> str:  # rank 0 alone; a refusal stops every rank
+        if dp.budget is not None:
+            ledger.set_cap(owner=options.owner, dataset=fingerprint["fingerprint"], epsilon=dp.budget, delta=delta,
+                           accountant=dp.accountant)
+        run_id = _fresh_run_id(ledger, run_id_for({**identity, "sigma": sigma, "delta": delta}))
+        ledger.plan_run(owner=options.owner, dataset=fingerprint["fingerprint"], expert=name, segments=planned,
+                        delta=delta, unit=dp.unit, accountant=dp.accountant, run_id=run_id)[1].raise_if_exceeded()
+        return run_id
+
+    run_id = world.on_main(plan)
     settings_dp = DPSettings(noise_multiplier=sigma, sample_rate=sample_rate, max_grad_norm=dp.max_grad_norm,
                              delta=delta, unit=dp.unit, accountant=dp.accountant, units=n,
                              physical_batch_size=dp.physical_batch_size, engine=dp.engine)

@@ -40,16 +40,11 @@ def anchor(tmp_path_factory):
 @pytest.fixture(scope="module")
 def records(tmp_path_factory):
     """550 short customer records (the first 90 characters of each synthetic bank document: bank, name,
-    address), so that a small expert can memorise its members. Without the built-in data's duplication
-    profile (no repeated records, no many-record customers): this test measures an expert that overfits its
-    members, and near-copies of members among the non-members would blur exactly that."""
-    from flexaudit.data.builtin import synthetic, write_domain
+    address), so that a small expert can memorise its members."""
+    from flexaudit.data.builtin import write_domain
 
     root = tmp_path_factory.mktemp("leak-data")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(synthetic, "HEAVY_SUBJECTS", 0.0)
-        patch.setattr(synthetic, "REPEATED_RECORDS", 0.0)
-        write_domain("finance", root / "full.jsonl", n_documents=550)
+    write_domain("finance", root / "full.jsonl", n_documents=550)
     with (root / "full.jsonl").open() as full, (root / "finance.jsonl").open("w") as short:
         for line in full:
             row = json.loads(line)
@@ -68,10 +63,10 @@ def _auc(report, attack, side):
 
 @pytest.fixture(scope="module")
 def leaky(tmp_path_factory, anchor, records):
-    """~140 member records, 400 held out; ~200 passes over the members; 24 canaries repeated 8 times."""
+    """~140 member records, 400 held out; ~100 passes over the members; 24 canaries repeated 8 times."""
     out = tmp_path_factory.mktemp("leaky") / "leaky"
     train_expert(anchor_dir=anchor, data=records, name="leaky", out=out,
-                 options=ExpertOptions(steps=2000, batch_size=16, lr=8e-3, holdout_fraction=0.73, canaries=24,
+                 options=ExpertOptions(steps=1500, batch_size=16, lr=5e-3, holdout_fraction=0.73, canaries=24,
                                        canary_repeats=8), subject_field="subject")
     return out
 

@@ -17,19 +17,10 @@ import time
 
 import torch
 
+from flexaudit.machine import matmul_peak
 from flexaudit.moe.anchor import PRESETS
 from flexaudit.moe.expert import upcycle
 from flexaudit.moe.model import FlexOlmo, causal_lm_loss
-
-
-def matmul_peak(n: int = 2048, repeats: int = 10) -> float:
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    for _ in range(3):
-        a @ b
-    t = time.perf_counter()
-    for _ in range(repeats):
-        a @ b
-    return 2 * n**3 * repeats / (time.perf_counter() - t)
 
 
 def forward_flops_per_token(cfg, seq_len: int) -> tuple[float, float]:

@@ -1,16 +1,21 @@
 """The demo: the whole main job on built-in data.
 
-  1. write the built-in corpus (public prose, Python code, synthetic clinical notes and bank records)
+  1. write the built-in corpus (public prose, Python code, synthetic clinical notes and bank records, with
+     their duplication profile: repeated records, form letters, a few subjects with many records)
   2. train the public anchor on the public prose
   3. each data owner trains an expert on its own domain against the frozen anchor; the clinical owner also
-     trains a differentially private expert (epsilon 8) on the same data
-  4. audit every expert (membership inference and extraction, with the anchor beside every figure), render
-     the reports, and judge each with the shipped privacy policy; a deliberately leaky expert (overfit on a
-     few records) is audited too
-  5. the pool admits the experts whose audit passes and refuses the leaky one
+     trains a differentially private expert (epsilon 8) on the same data; a careless owner overfits an expert
+     on a few bank records
+  4. each owner offering an expert also fine-tunes the whole anchor on the same documents (the dense
+     baseline of the extraction table; never shared)
+  5. the owners apply to the pool one after another: each expert is audited (membership inference and
+     extraction, the anchor beside every figure, and the extraction table: anchor, dense fine-tune, the expert,
+     the pool it would join and that pool without it), its report rendered and judged by the shipped policy,
+     and the pool admits it only if the audit passes
   6. merge the admitted experts into one Hugging Face FlexOlmo checkpoint, without retraining them
   7. the method's table: held-out perplexity per domain for the anchor, each expert alone (anchor + that
      expert), the merged pool, and the pool with each expert opted out
+  8. index.html: the method's table, the extraction table with its figure, each gate decision with its report
 
 Every owner has its own private state (secret key, privacy ledger) under owners/<name>, as separate
 organisations would.
@@ -18,6 +23,7 @@ organisations would.
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import time
@@ -29,10 +35,10 @@ from flexaudit.data.builtin import write_domain
 from flexaudit.errors import FlexauditError, InputError
 from flexaudit.fsutil import atomic_write_json, atomic_write_text
 from flexaudit.moe.anchor import PRESETS, load_anchor, local_dir, train_anchor
+from flexaudit.moe.device import CPU_FLOAT32, Placement, dtype_name
 from flexaudit.moe.evaluate import perplexity
 from flexaudit.moe.expert import ExpertOptions, compose, load_package
 from flexaudit.moe.merge import merge, open_model
-from flexaudit.pool import pool_members
 from flexaudit.privacy.expert_training import DPOptions, train_expert
 from flexaudit.progress import NULL_PROGRESS, Progress
 
@@ -40,6 +46,7 @@ MARKER = ".flexaudit-demo"
 EXPERT_DOMAINS = ("code", "clinical", "finance")
 DP_DOMAIN = "clinical"
 LEAKY = "finance-leaky"
+STEPS = 8
 
 
 @dataclass(frozen=True)
@@ -50,14 +57,19 @@ class DemoPlan:
     documents: int  # per domain
     expert_steps: int
     anchor_steps: int | None = None  # None: the preset's
+    expert_lr: float = 2e-3
+    holdout_fraction: float = 0.1
     dp_steps: int = 100
     dp_batch: int = 32  # expected units per DP step
     eval_documents: int = 100  # held-out documents per domain in the table
     audit_documents: int = 150  # members (and as many non-members) per audit
     audit_extraction: int = 50  # members attacked by each extraction attack (0 of 50: upper bound 0.07)
     audit_samples: int = 3  # samples per prefix in the sampled attack
-    leaky_documents: int = 60
+    leaky_documents: int = 100  # records of the careless owner's file (its customers with the most records)
     leaky_steps: int = 250
+    leaky_lr: float = 5e-3
+    leaky_holdout: float = 0.3
+    dense_baselines: bool = True  # the extraction table's dense fine-tune, one per owner that offers an expert
     router_init: str = "hidden-mean"
     router_bias: bool = False
     public_negatives: bool = True
@@ -96,7 +108,9 @@ class DemoResult:
     privacy: dict = field(default_factory=dict)  # the DP expert beside the non-DP one
     audits: dict = field(default_factory=dict)  # per expert: headline figures, gate decision, pool outcome
     pool: dict = field(default_factory=dict)
+    extraction: dict = field(default_factory=dict)  # per offered expert: its report's extraction table
     seconds: dict[str, float] = field(default_factory=dict)
+    machine: dict = field(default_factory=dict)  # threads and the fp32 matmul peak measured at start and end
 
     def row(self, label: str) -> Row:
         return next(r for r in self.rows if r.label == label)
@@ -111,8 +125,10 @@ class DemoResult:
             "privacy": self.privacy,
             "audits": self.audits,
             "pool": self.pool,
+            "extraction": self.extraction,
             "artifacts": self.artifacts,
             "seconds": self.seconds,
+            "machine": self.machine,
         }
 
 
@@ -151,8 +167,9 @@ def _criteria(rows: dict[str, Row], domains: list[str], experts: list[str]) -> l
 
 
 def _expert_options(plan: DemoPlan, **changes) -> ExpertOptions:
-    base = ExpertOptions(steps=plan.expert_steps, seed=plan.seed, router_init=plan.router_init,
-                         router_bias=plan.router_bias, anchor_weight=plan.anchor_weight if plan.public_negatives else 0.0)
+    base = ExpertOptions(steps=plan.expert_steps, lr=plan.expert_lr, seed=plan.seed, router_init=plan.router_init,
+                         router_bias=plan.router_bias, holdout_fraction=plan.holdout_fraction,
+                         anchor_weight=plan.anchor_weight if plan.public_negatives else 0.0)
     return replace(base, **changes)
 
 
@@ -177,15 +194,25 @@ def _headline(report: dict) -> dict:
     }
 
 
+def _machine_peak() -> float:
+    from flexaudit.machine import matmul_peak
+
+    return round(matmul_peak(repeats=3) / 1e9, 1)
+
+
 def run_demo(
     workdir: Path,
     *,
     quick: bool = False,
     plan: DemoPlan | None = None,
     preset: str | None = None,
+    placement: Placement = CPU_FLOAT32,
     progress: Progress = NULL_PROGRESS,
 ) -> DemoResult:
-    """The whole main job on built-in data. `preset` replaces the plan's model size (the anchor presets)."""
+    """The whole main job on built-in data, every model on `placement`. `preset` replaces the plan's model size
+    (the anchor presets)."""
+    import torch
+
     plan = plan or (DemoPlan.quick() if quick else DemoPlan.full())
     if preset is not None:
         if preset not in PRESETS:
@@ -193,6 +220,8 @@ def run_demo(
         plan = replace(plan, preset=preset)
     workdir = Path(workdir)
     _prepare_workdir(workdir)
+    machine = {"threads": torch.get_num_threads(), "cpus": os.cpu_count(), "device": str(placement.device),
+               "dtype": dtype_name(placement.dtype), "matmul_gflops_at_start": _machine_peak()}
     seconds: dict[str, float] = {}
     began = time.perf_counter()
 
@@ -203,6 +232,7 @@ def run_demo(
     # 1. data: one file per domain, as each owner would hold it
     data = workdir / "data"
     domains = ["public", *EXPERT_DOMAINS]
+    progress.note(f"[1/{STEPS}] writing the built-in corpus ({plan.documents} documents per domain) to {data}")
     for d in domains:
         write_domain(d, data / f"{d}.jsonl", n_documents=plan.documents, seed=plan.seed)
     public_data = data / "public.jsonl"
@@ -210,76 +240,72 @@ def run_demo(
 
     # 2. the public anchor
     anchor_dir = workdir / "anchor"
-    progress.note(f"[1/7] training the public anchor ({plan.preset}) on {public_data}")
+    progress.note(f"[2/{STEPS}] training the public anchor ({plan.preset}) on {public_data}")
     train_anchor([public_data], anchor_dir, preset=plan.preset, steps=plan.anchor_steps, seed=plan.seed,
-                 router_init=plan.router_init, overwrite=True, progress=progress)
+                 router_init=plan.router_init, overwrite=True, placement=placement, progress=progress)
     t = lap("anchor", t)
 
-    # 3. one expert per owner, each with its own private state; clinical also with DP
+    # 3. one expert per owner, each with its own private state; clinical also with DP; a careless owner
     experts: dict[str, Path] = {}
     for i, d in enumerate(EXPERT_DOMAINS, start=1):
-        progress.note(f"[2/7] owner {i} of {len(EXPERT_DOMAINS)} trains the {d} expert on {data / f'{d}.jsonl'}")
+        progress.note(f"[3/{STEPS}] owner {i} of {len(EXPERT_DOMAINS)} trains the {d} expert on {data / f'{d}.jsonl'}")
         experts[d] = workdir / "experts" / d
         train_expert(anchor_dir=anchor_dir, data=data / f"{d}.jsonl", name=d, out=experts[d],
                      options=_expert_options(plan), subject_field=None if d == "code" else "subject",
                      public_data=public_data if plan.public_negatives else None, overwrite=True, progress=progress,
-                     home=workdir / "owners" / d)
+                     home=workdir / "owners" / d, placement=placement)
     t = lap("experts", t)
     dp_name = f"{DP_DOMAIN}-dp"
-    progress.note(f"[2/7] the {DP_DOMAIN} owner trains a differentially private expert (target epsilon 8, one patient = one unit)")
+    progress.note(f"[3/{STEPS}] the {DP_DOMAIN} owner trains a differentially private expert (target epsilon 8, "
+                  "one patient = one unit)")
     experts[dp_name] = workdir / "experts" / dp_name
     dp_trained = train_expert(
         anchor_dir=anchor_dir, data=data / f"{DP_DOMAIN}.jsonl", name=dp_name, out=experts[dp_name],
         options=_expert_options(plan, steps=plan.dp_steps, batch_size=plan.dp_batch, lr=5e-3,
                                 dp=DPOptions(target_epsilon=8.0, unit="subject", max_windows=2)),
         subject_field="subject", public_data=public_data if plan.public_negatives else None, overwrite=True,
-        progress=progress, home=workdir / "owners" / DP_DOMAIN)
+        progress=progress, home=workdir / "owners" / DP_DOMAIN, placement=placement)
     t = lap("dp_expert", t)
-
-    # 4. audits, reports and the gate; the pool admits only experts whose audit passes (the leaky one must not)
-    leaky = _train_leaky(workdir, plan, anchor_dir, data, public_data, progress)
+    experts[LEAKY] = _train_leaky(workdir, plan, anchor_dir, data, public_data, placement, progress)
     t = lap("leaky_expert", t)
-    policy_path = _policy_file(workdir, plan)
-    audits = _audit(workdir, plan, {**experts, LEAKY: leaky}, anchor_dir, policy_path, progress)
-    t = lap("audits", t)
-    offered = {d: experts[d] for d in EXPERT_DOMAINS} | {LEAKY: leaky}  # the DP expert is shown, not offered
-    registry, pool_record = _admit(workdir, anchor_dir, offered, policy_path, progress)
-    t = lap("admission", t)
+    offered = [*EXPERT_DOMAINS, LEAKY]  # the DP expert is shown, not offered
 
-    # 5. merge the admitted experts
+    # 4. the owners' dense baselines (the extraction table's comparison; never shared)
+    dense: dict[str, Path] = {}
+    if plan.dense_baselines:
+        from flexaudit.moe.dense import default_location, train_dense_baseline
+
+        for name in offered:
+            progress.note(f"[4/{STEPS}] the {_owner(name)} owner fine-tunes the whole anchor on the same documents "
+                          f"(the dense baseline of {name}, kept in {local_dir(experts[name])})")
+            dense[name] = train_dense_baseline(experts[name], anchor_dir=anchor_dir,
+                                               out=default_location(experts[name]), overwrite=True,
+                                               placement=placement, progress=progress).directory
+    t = lap("dense_baselines", t)
+
+    # 5. audits, reports and the gate; the pool admits, in turn, only experts whose audit passes
+    policy_path = _policy_file(workdir, plan)
+    registry, audits, pool_record = _apply(workdir, plan, anchor_dir, experts, offered, dense, policy_path, placement,
+                                           progress)
+    audits.update(_audit_one(workdir, plan, dp_name, experts[dp_name], anchor_dir, policy_path, placement, progress))
+    audits = {name: audits[name] for name in [*EXPERT_DOMAINS, dp_name, LEAKY]}
+    t = lap("audits", t)
+
+    # 6. merge the admitted experts
+    from flexaudit.pool import pool_members
+
     pool_dir = workdir / "pool"
-    members = pool_members(registry)
-    progress.note(f"[6/7] merging the pool's admitted experts into {pool_dir}")
-    pool = merge(anchor_dir, members, pool_dir, top_k=plan.top_k, tune_router=plan.tune_router,
-                 public_data=public_data if plan.tune_router else None, overwrite=True, progress=progress)
+    progress.note(f"[6/{STEPS}] merging the pool's admitted experts into {pool_dir}")
+    pool = merge(anchor_dir, pool_members(registry), pool_dir, top_k=plan.top_k, tune_router=plan.tune_router,
+                 public_data=public_data if plan.tune_router else None, overwrite=True, placement=placement,
+                 progress=progress)
     pool_record["merged"] = str(pool.directory)
     pool_record["merged_experts"] = pool.expert_names
     t = lap("merge", t)
 
-    # 6. the table: held-out text per domain (the anchor's holdout for public prose)
-    holdout_files = {"public": local_dir(anchor_dir) / "holdout.jsonl"} | {
-        d: local_dir(experts[d]) / "holdout.jsonl" for d in EXPERT_DOMAINS
-    }
-    holdout = {d: [doc.text for doc in load_documents(p)][: plan.eval_documents] for d, p in holdout_files.items()}
-    anchor = load_anchor(anchor_dir)
-    models = {"anchor": ("anchor", anchor.model)}
-    for d in [*EXPERT_DOMAINS, dp_name]:
-        models[f"anchor + {d}"] = ("expert", compose(anchor, [load_package(experts[d], anchor=anchor)], top_k=2))
-    models["merged pool"] = ("pool", open_model(pool_dir)[0])
-    in_pool = [d for d in EXPERT_DOMAINS if d in pool.expert_names]
-    for d in in_pool:
-        models[f"pool without {d}"] = ("opt-out", open_model(pool_dir, exclude=[d])[0])
-    progress.note(f"[7/7] evaluating {len(models)} models on {len(domains)} held-out domains")
-    task = progress.task("evaluation", total=len(models) * len(domains))
-    rows = {}
-    for label, (kind, model) in models.items():
-        scores = {}
-        for d in domains:
-            scores[d] = round(perplexity(model, anchor.tokenizer, holdout[d]).perplexity, 3)
-            task.advance(1)
-        rows[label] = Row(label=label, kind=kind, perplexity=scores)
-    task.close()
-    lap("evaluation", t)
+    # 7. the table: held-out text per domain (the anchor's holdout for public prose)
+    rows, in_pool = _method_table(plan, anchor_dir, experts, dp_name, pool, domains, placement, progress)
+    t = lap("evaluation", t)
     dp_block = dp_trained.manifest["privacy"]
     privacy = {
         "expert": dp_name, "epsilon": dp_block["epsilon"], "delta": dp_block["delta"], "unit": dp_block["unit"],
@@ -289,7 +315,10 @@ def run_demo(
         "non_dp_perplexity": rows[f"anchor + {DP_DOMAIN}"].perplexity[DP_DOMAIN],
         "anchor_perplexity": rows["anchor"].perplexity[DP_DOMAIN],
     }
-    seconds["total"] = round(time.perf_counter() - began, 1)
+    extraction = {name: {"table": audits[name].pop("extraction_table"), "report": audits[name]["report"]}
+                  for name in offered if audits[name].get("extraction_table")}
+    for a in audits.values():
+        a.pop("extraction_table", None)
 
     result = DemoResult(
         workdir=workdir,
@@ -297,10 +326,12 @@ def run_demo(
         domains=domains,
         rows=list(rows.values()),
         artifacts={
+            "page": str(workdir / "index.html"),
             "data": str(data),
             "anchor": str(anchor_dir),
-            **{f"expert {d}": str(p) for d, p in {**experts, LEAKY: leaky}.items()},
-            **{f"owner-only {d}": str(local_dir(p)) for d, p in {**experts, LEAKY: leaky}.items()},
+            **{f"expert {d}": str(p) for d, p in experts.items()},
+            **{f"owner-only {d}": str(local_dir(p)) for d, p in experts.items()},
+            **{f"dense baseline {d}": str(p) for d, p in dense.items()},
             "audits and reports": str(workdir / "audits"),
             "pool registry": str(registry),
             "merged pool": str(pool.directory),
@@ -310,23 +341,50 @@ def run_demo(
         privacy=privacy,
         audits=audits,
         pool=pool_record,
+        extraction=extraction,
         seconds=seconds,
+        machine=machine,
     )
+    progress.note(f"[8/{STEPS}] writing {workdir / 'index.html'}")
+    seconds["total"] = round(time.perf_counter() - began, 1)
+    machine["matmul_gflops_at_end"] = _machine_peak()
     atomic_write_json(workdir / "results.json", result.as_dict())
+    write_page(workdir / "index.html", result.as_dict())
     return result
 
 
-def _train_leaky(workdir, plan, anchor_dir, data, public_data, progress) -> Path:
-    """A careless owner: a few records and many passes over them."""
-    progress.note(f"[3/7] a careless owner overfits an expert on {plan.leaky_documents} finance records")
+def _careless_file(domain_file: Path, n_records: int) -> list[str]:
+    """A careless owner's training file: every record of the customers with the most records, until about
+    `n_records` (one department's file, say collections: a few customers' monthly statements and arrears letters,
+    re-filed copies included), in the domain file's order. Memorisation follows duplication: this is the data
+    an owner should de-duplicate, or not train many passes on."""
+    import json
+    from collections import Counter
+
+    rows = domain_file.read_text(encoding="utf-8").splitlines()
+    subjects = [json.loads(r)["subject"] for r in rows]
+    chosen, total = set(), 0
+    for subject, count in sorted(Counter(subjects).items(), key=lambda kv: (-kv[1], kv[0])):
+        if total >= n_records:
+            break
+        chosen.add(subject)
+        total += count
+    return [r for r, s in zip(rows, subjects) if s in chosen]
+
+
+def _train_leaky(workdir, plan, anchor_dir, data, public_data, placement, progress) -> Path:
+    """A careless owner: a few customers' records, many passes over them."""
     small = data / f"{LEAKY}.jsonl"
-    rows = (data / "finance.jsonl").read_text().splitlines()[: plan.leaky_documents * 2]
+    rows = _careless_file(data / "finance.jsonl", plan.leaky_documents)
+    progress.note(f"[3/{STEPS}] a careless owner overfits an expert on {len(rows)} records of its customers with the "
+                  "most records")
     atomic_write_text(small, "\n".join(rows) + "\n")
     out = workdir / "experts" / LEAKY
     train_expert(anchor_dir=anchor_dir, data=small, name=LEAKY, out=out,
-                 options=_expert_options(plan, steps=plan.leaky_steps, lr=5e-3, holdout_fraction=0.5),
+                 options=_expert_options(plan, steps=plan.leaky_steps, lr=plan.leaky_lr,
+                                         holdout_fraction=plan.leaky_holdout),
                  subject_field="subject", public_data=public_data if plan.public_negatives else None,
-                 overwrite=True, progress=progress, home=workdir / "owners" / LEAKY)
+                 overwrite=True, progress=progress, home=workdir / "owners" / LEAKY, placement=placement)
     return out
 
 
@@ -334,56 +392,93 @@ def _owner(name: str) -> str:
     return name.removesuffix("-dp")
 
 
-def _audit(workdir, plan, experts: dict[str, Path], anchor_dir, policy_path: Path | None, progress) -> dict:
+def _audit_one(workdir, plan, name: str, package: Path, anchor_dir: Path, policy_path: Path | None, placement,
+               progress, *,
+               dense: Path | None = None, pool_experts: tuple[Path, ...] | None = None) -> dict:
+    """Audit one expert, render its report and judge it: {name: headline figures, gate, report, table}."""
     from flexaudit.gate.engine import run_gate
     from flexaudit.report import render_report
     from flexaudit.report.policy import load_policy
     from flexaudit.workflows import AuditOptions, run_audit
 
-    policy = load_policy(policy_path)
     options = AuditOptions(max_documents=plan.audit_documents, extraction_documents=plan.audit_extraction,
                            samples_per_prefix=plan.audit_samples, pii_prompts=plan.audit_extraction,
-                           seed=plan.seed, policy=policy_path)
-    audits = {}
-    for name, package in experts.items():
-        progress.note(f"[4/7] auditing {name}: anchor + {name} against the anchor alone")
-        audit_dir = workdir / "audits" / name
-        result = run_audit(package, anchor_dir=anchor_dir, out=audit_dir, options=options,
-                           home=workdir / "owners" / _owner(name), progress=progress)
-        rendered = render_report(audit_dir, ("html", "md"))
-        gate = run_gate(audit_dir, policy, package_dir=package)
-        atomic_write_json(audit_dir / "gate.json", gate.as_dict())
-        audits[name] = {
-            "figures": _headline(result.report),
-            "gate": {"decision": gate.decision, "exit_code": gate.exit_code, "summary": gate.summary},
-            "report": str(rendered["html"]),
-        }
-    return audits
+                           seed=plan.seed, policy=policy_path, dense_baseline=dense, pool_experts=pool_experts)
+    compared = " and the extraction table" if dense is not None or pool_experts is not None else ""
+    progress.note(f"[5/{STEPS}] auditing {name}: anchor + {name} against the anchor alone{compared}")
+    audit_dir = workdir / "audits" / name
+    result = run_audit(package, anchor_dir=anchor_dir, out=audit_dir, options=options,
+                       home=workdir / "owners" / _owner(name), placement=placement, progress=progress)
+    rendered = render_report(audit_dir, ("html", "md"))
+    gate = run_gate(audit_dir, load_policy(policy_path), package_dir=package)
+    atomic_write_json(audit_dir / "gate.json", gate.as_dict())
+    failing = [{"rule_id": f.rule_id, "message": f.message} for f in gate.findings if f.status == "fail"]
+    return {name: {
+        "figures": _headline(result.report),
+        "gate": {"decision": gate.decision, "exit_code": gate.exit_code, "summary": gate.summary,
+                 "failing": failing},
+        "report": str(rendered["html"]),
+        "extraction_table": result.report["empirical"].get("extraction_comparison"),
+    }}
 
 
-def _admit(workdir, anchor_dir, offered: dict[str, Path], policy_path: Path | None, progress) -> tuple[Path, dict]:
-    from flexaudit.pool import admit, init_pool
+def _apply(workdir, plan, anchor_dir, experts, offered, dense, policy_path, placement, progress):
+    """The owners apply to the pool one after another: each audit compares the expert with the pool it would
+    join (the experts admitted so far, plus it) and that pool without it; the pool admits it only on a pass."""
+    from flexaudit.pool import admit, init_pool, pool_members
 
-    progress.note("[5/7] the pool admits experts only with a passing audit bound to their exact weights")
     registry = workdir / "pool-registry"
     init_pool(registry, policy_path=policy_path, anchor_dir=anchor_dir)
-    record = {"admitted": [], "refused": {}}
-    for name, package in offered.items():
+    audits, record = {}, {"admitted": [], "refused": {}}
+    for name in offered:
+        audits.update(_audit_one(workdir, plan, name, experts[name], anchor_dir, policy_path, placement, progress,
+                                 dense=dense.get(name), pool_experts=tuple(pool_members(registry))))
         try:
-            admit(registry, package, workdir / "audits" / name)
+            admit(registry, experts[name], workdir / "audits" / name)
             record["admitted"].append(name)
+            progress.note(f"[5/{STEPS}] the pool admitted {name}")
         except FlexauditError as exc:
             record["refused"][name] = {"exit_code": exc.exit_code, "reason": exc.message}
+            progress.note(f"[5/{STEPS}] the pool refused {name}: {exc.message}")
     if not record["admitted"]:
         raise InputError("no expert passed its audit, so the pool is empty: see the gate results in "
                          f"{workdir / 'audits'}")
-    return registry, record
+    return registry, audits, record
+
+
+def _method_table(plan, anchor_dir, experts, dp_name, pool, domains, placement,
+                  progress) -> tuple[dict[str, Row], list[str]]:
+    holdout_files = {"public": local_dir(anchor_dir) / "holdout.jsonl"} | {
+        d: local_dir(experts[d]) / "holdout.jsonl" for d in EXPERT_DOMAINS
+    }
+    holdout = {d: [doc.text for doc in load_documents(p)][: plan.eval_documents] for d, p in holdout_files.items()}
+    anchor = load_anchor(anchor_dir, placement=placement)
+    models = {"anchor": ("anchor", anchor.model)}
+    for d in [*EXPERT_DOMAINS, dp_name]:
+        models[f"anchor + {d}"] = ("expert", compose(anchor, [load_package(experts[d], anchor=anchor)], top_k=2))
+    models["merged pool"] = ("pool", open_model(pool.directory, placement=placement)[0])
+    in_pool = [d for d in EXPERT_DOMAINS if d in pool.expert_names]
+    for d in in_pool:
+        models[f"pool without {d}"] = ("opt-out", open_model(pool.directory, exclude=[d], placement=placement)[0])
+    progress.note(f"[7/{STEPS}] evaluating {len(models)} models on {len(domains)} held-out domains")
+    task = progress.task("evaluation", total=len(models) * len(domains))
+    rows = {}
+    for label, (kind, model) in models.items():
+        scores = {}
+        for d in domains:
+            scores[d] = round(perplexity(model, anchor.tokenizer, holdout[d]).perplexity, 3)
+            task.advance(1)
+        rows[label] = Row(label=label, kind=kind, perplexity=scores)
+    task.close()
+    return rows, in_pool
 
 
 def _policy_file(workdir: Path, plan: DemoPlan) -> Path | None:
     """The shipped default policy; the quick demo's audits are too small for its sample-size minimums, so it
-    uses the same thresholds with minimums that fit, and judges TPR at 10% FPR (40 non-members cannot
-    measure 1%); its name says so."""
+    uses the same thresholds with minimums that fit, and does not judge TPR at a low FPR: with the quick
+    audit's 30-40 non-members even an attack at chance has a 95% upper bound near 0.3 at 10% FPR (measured:
+    0.27 for 3 of 26), so that control would refuse every expert. Membership is judged by AUC there, and
+    extraction and personal data as in the shipped policy; its name says so."""
     if plan.policy != "quick":
         return None
     from flexaudit.report.policy import default_policy_text
@@ -391,7 +486,63 @@ def _policy_file(workdir: Path, plan: DemoPlan) -> Path | None:
     text = default_policy_text()
     text = text.replace('name = "flexaudit default privacy policy"', 'name = "flexaudit default policy, demo --quick sample sizes"')
     text = re.sub(r"min_samples = \d+", "min_samples = 5", text)
-    text = text.replace("fpr = 0.01", "fpr = 0.1")
+    text = re.sub(r"^\[controls\.PRIV-MIA-TPR\].*$", "[controls.PRIV-MIA-TPR]\nenabled = false  # too few non-members",
+                  text, count=1, flags=re.M)
     path = workdir / "quick-policy.toml"
     path.write_text(text)
     return path
+
+
+def machine_text(m: dict) -> str:
+    """The yardstick printed beside the demo's times: the fp32 matmul peak measured at its start and end."""
+    threads = f"{m['threads']} thread{'s' if m['threads'] != 1 else ''}"
+    return (f"{m['matmul_gflops_at_start']:.0f} GFLOP/s at the start, {m['matmul_gflops_at_end']:.0f} at the end "
+            f"({threads}, {m.get('device', 'cpu')} {m.get('dtype', 'float32')})")
+
+
+def _figure_text(f: dict | None) -> str:
+    if not f:
+        return "-"
+    anchor = f" ({f['anchor']:.2f})" if f.get("anchor") is not None else ""
+    return f"{f['value']:.2f}{anchor}"
+
+
+def write_page(path: Path, d: dict) -> None:
+    """The demo's overview page from its results (DemoResult.as_dict()): one self-contained HTML file (no
+    script, nothing fetched; figures inline), written atomically; links are relative to its directory."""
+    from flexaudit import __version__
+    from flexaudit.report import figures as F
+    from flexaudit.report.render import comparison_rows, environment
+
+    root = Path(path).parent.resolve()
+
+    def rel(p: str) -> str:
+        try:
+            return Path(p).resolve().relative_to(root).as_posix()
+        except ValueError:
+            return Path(p).as_posix()
+
+    extraction = []
+    for name, entry in d["extraction"].items():
+        table = comparison_rows(entry["table"])
+        extraction.append({"name": name, "report": rel(entry["report"]), **table})
+    figure = F.draw_comparison({f"{name}'s members": entry["table"] for name, entry in d["extraction"].items()})
+    audits = []
+    for name, a in d["audits"].items():
+        f, pool = a["figures"], d["pool"]
+        status = ("admitted" if name in pool.get("admitted", []) else
+                  "refused" if name in pool.get("refused", {}) else "not offered")
+        audits.append({"name": name, "decision": a["gate"]["decision"], "pool": status,
+                       "auc": _figure_text(f.get("membership_auc")), "sampled": _figure_text(f.get("sampled_extraction")),
+                       "personal": _figure_text(f.get("personal_data_leaked")),
+                       "reasons": "; ".join(x["rule_id"] for x in a["gate"].get("failing", [])) or "-",
+                       "report": rel(a["report"])})
+    m = d["machine"]
+    peak = machine_text(m)
+    timings = [(k.replace("_", " "), f"{v:.0f} s") for k, v in d["seconds"].items()]
+    html = environment("html").get_template("html/demo.html.jinja").render(
+        d=d, version=__version__, title="quick" if d["plan"]["policy"] == "quick" else "full",
+        s_total=f"{d['seconds']['total']:.0f} s", peak=peak, extraction=extraction,
+        attacks=[name for _, name, _ in F.COMPARED_ATTACKS], figure=F.data_uri(figure), audits=audits,
+        timings=timings, artifacts=[(k, rel(v)) for k, v in d["artifacts"].items()])
+    atomic_write_text(path, html)

@@ -62,6 +62,7 @@ def run_audit(
         extraction=run.extraction,
         hygiene=run.hygiene,
         epsilon_lower_bounds=run.epsilon_lower_bounds,
+        extraction_comparison=run.comparison,
         audit=run.record,
         data=run.data,
         policy=options.policy,

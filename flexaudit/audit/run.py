@@ -68,6 +68,10 @@ class AuditOptions:
     # still with the expert's own members and non-members.
     model: Path | None = None
     exclude: tuple[str, ...] = ()
+    # The extraction table (flexaudit.audit.comparison), beside anchor and anchor + expert: the owner's dense
+    # baseline, and the other experts of the pool this expert joins (() for a pool of the anchor alone).
+    dense_baseline: Path | None = None
+    pool_experts: tuple[Path, ...] | None = None
 
 
 class ExtractionTracer(Protocol):
@@ -93,10 +97,14 @@ class AuditRun:
     record: dict  # the report's empirical.audit block: seed, sources, counts, timings, target
     data: dict  # additions to the report's data section
     seconds: dict[str, float] = field(default_factory=dict)
+    comparison: dict | None = None  # the extraction table (flexaudit.audit.comparison), when asked for
 
 
 def _texts(path: Path) -> list[str]:
-    return [d.text for d in load_documents(path)]
+    # Distinct texts only: data with repeated records (copies share a side of the split) would otherwise put
+    # one copy in a cross-validation fold and its twin in another, and the blind baseline (and every
+    # membership figure) would count the same text several times.
+    return list(dict.fromkeys(d.text for d in load_documents(path)))
 
 
 def _sample(texts: list[str], n: int, seed: int) -> list[str]:
@@ -184,6 +192,10 @@ def run_attacks(
     unknown = [a for a in (options.attacks or ()) if a not in MEMBERSHIP_ATTACKS + EXTRACTION_ATTACKS + ("FA-MIA-LIRA",)]
     if unknown:
         raise InputError(f"unknown attack {unknown[0]!r}: choose from {', '.join(MEMBERSHIP_ATTACKS + EXTRACTION_ATTACKS)}")
+    compared = options.dense_baseline is not None or options.pool_experts is not None
+    if compared and options.model is not None:
+        raise InputError("the extraction table compares models with anchor + expert: drop --model (opt-out "
+                         "verification) or the table's --dense-baseline and --pool-registry")
     began = time.perf_counter()
     seconds: dict[str, float] = {}
     anchor = load_anchor(anchor_dir, weights=False)
@@ -270,6 +282,20 @@ def run_attacks(
                                  "reason": f"{len(items)} personal-data items found in the training texts audited, "
                                            f"fewer than {MIN_PERSONAL_ITEMS}: no leakage rate to measure"})
         seconds["extraction"] = time.perf_counter() - t
+        comparison = None
+        if compared:
+            from flexaudit.audit.comparison import compare
+
+            t = time.perf_counter()
+            comparison = compare(package, anchor, extraction, dense_baseline=options.dense_baseline,
+                                 pool_experts=options.pool_experts, attacked=attacked, prefix=prefix, suffix=suffix,
+                                 window=window, samples=options.samples_per_prefix, items=items, prompts=prompts,
+                                 pii_new_tokens=pii_new_tokens, seed=options.seed, key=key, attempt=_attempt,
+                                 placement=placement, shard=shard,
+                                 run=[a for a in ("FA-EXT-DISC", "FA-EXT-SAMPLED") if _selected(options, a)]
+                                 + (["FA-EXT-PII"] if _selected(options, "FA-EXT-PII") and len(items) >= MIN_PERSONAL_ITEMS
+                                    and prompts else []), progress=progress)
+            seconds["comparison"] = time.perf_counter() - t
         evidence = None
         discoverable = next((r for r in extraction["target"]
                              if isinstance(r, attacks.extraction.DiscoverableResult)), None)
@@ -304,4 +330,5 @@ def run_attacks(
     }
     return AuditRun(package=package, anchor_digest=anchor.root_digest, anchor_path=anchor.directory,
                     membership=membership, extraction=extraction, hygiene=hygiene, epsilon_lower_bounds=bounds,
-                    record=record, data={"personal_data_categories": categories}, seconds=seconds)
+                    record=record, data={"personal_data_categories": categories}, seconds=seconds,
+                    comparison=comparison)

@@ -19,9 +19,9 @@ app = typer.Typer(
 
 def _register() -> None:
     # One module per product area; each adds its commands to `app`.
-    from flexaudit.cli import audit, budget, compliance, core, trace
+    from flexaudit.cli import audit, baseline, budget, compliance, core, trace
 
-    for area in (core, budget, audit, compliance, trace):
+    for area in (core, budget, audit, baseline, compliance, trace):
         area.register(app)
 
 

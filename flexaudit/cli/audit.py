@@ -45,6 +45,14 @@ def summary_rows(report: dict) -> list[tuple[str, str, str]]:
     return rows
 
 
+def _pool_experts(registry: Path | None) -> tuple[Path, ...] | None:
+    if registry is None:
+        return None
+    from flexaudit.pool import pool_members
+
+    return tuple(pool_members(registry))
+
+
 def audit_cmd(
     expert_dir: Annotated[Path, typer.Argument(help="The expert package to audit.")],
     anchor: Annotated[Path, typer.Option(help="The anchor the expert was trained on.")],
@@ -59,6 +67,8 @@ def audit_cmd(
     model: Annotated[Optional[Path], typer.Option(help="Opt-out verification: attack this merged pool (built on --anchor) instead of anchor + expert, with the expert's own members and non-members.")] = None,
     exclude: Annotated[list[str], typer.Option("--exclude", help="With --model: switch this expert off (repeatable).")] = [],
     trace_index: Annotated[Optional[Path], typer.Option(help="Your trace index (flexaudit trace index): extracted samples are traced to your documents.")] = None,
+    dense_baseline: Annotated[Optional[Path], typer.Option(help="The extraction table: your dense fine-tune of the anchor on the same members (flexaudit baseline dense).")] = None,
+    pool_registry: Annotated[Optional[Path], typer.Option(help="The extraction table: the pool this expert joins; its admitted experts with and without this one are attacked too.")] = None,
     seed: Annotated[int, typer.Option(help="Seed for sampling and decoding.")] = 0,
     reveal: Annotated[bool, typer.Option(help="Keep raw training text and extracted values in the report.")] = False,
     force: Annotated[bool, typer.Option(help="Replace an existing report in --out.")] = False,
@@ -80,6 +90,7 @@ def audit_cmd(
             model=model, exclude=tuple(exclude),
             seed=seed, reveal=reveal, batch_tokens=batch_tokens,
             policy=policy, attacks=tuple(a.strip() for a in attacks.split(",")) if attacks else None, trace_index=trace_index,
+            dense_baseline=dense_baseline, pool_experts=_pool_experts(pool_registry),
         )
         placement = placement_of(device, dtype)
         with processes(placement), RichProgress() as progress:
@@ -96,6 +107,12 @@ def audit_cmd(
     for row in summary_rows(report):
         table.add_row(*row)
     out.print(table)
+    compared = report["empirical"].get("extraction_comparison")
+    if compared:
+        from flexaudit.cli.render import extraction_table
+
+        name = report["subject"]["expert"]["name"]
+        out.print(extraction_table({name: compared}, f"Extraction of {name}'s members, per model (rate [95% CI])"))
     verdict = report.get("verdict", {})
     out.print(f"verdict under the policy: {verdict.get('decision', 'unknown')} ({verdict.get('summary', '')})", markup=False)
     if reveal:

@@ -314,14 +314,19 @@ def demo_cmd(
     quick: Annotated[bool, typer.Option(help="A small version (tiny models, fewer steps) for tests.")] = False,
     preset: Annotated[Optional[PresetChoice], typer.Option(help="Model size instead of the plan's (small; tiny with --quick).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON only.")] = False,
+    device: DeviceOption = "cpu",
+    dtype: DtypeOption = DtypeChoice.float32,
 ) -> None:
     """The whole main job on built-in data: anchor, experts (one with DP), audits, reports, the gate, the pool,
     merge, and the method's table with opt-out. A rerun in the same --workdir replaces its earlier outputs."""
     from flexaudit.demo import run_demo
 
     def run():
+        # CPU float32 unless asked: the demo's sizes, times and README figures are measured there
+        placement = placement_of(device, dtype)
         with RichProgress() as progress:
-            return run_demo(workdir, quick=quick, preset=preset.value if preset else None, progress=progress)
+            return run_demo(workdir, quick=quick, preset=preset.value if preset else None, placement=placement,
+                            progress=progress)
 
     result = guarded(run)
     if as_json:

@@ -19,6 +19,28 @@ def _anchor_figure(f: dict | None, digits: int = 2) -> str:
     return f"{f['anchor']:.{digits}f}" if f and f.get("anchor") is not None else "-"
 
 
+def _rate(r: dict | None) -> str:
+    """A rate with its 95% interval, e.g. '0.12 [0.05, 0.24]'."""
+    if not r or r.get("value") is None:
+        return "-"
+    return f"{r['value']:.2f} [{r['ci']['low']:.2f}, {r['ci']['high']:.2f}]"
+
+
+def extraction_table(tables: dict[str, dict], title: str) -> Table:
+    """The extraction table ({owner: report.json's extraction_comparison}) as one terminal table."""
+    table = Table(title=title)
+    for col in ("members of", "model", "sampled (paper)", "discoverable", "personal data"):
+        table.add_column(col, justify="left" if col in ("members of", "model") else "right")
+    for owner, block in tables.items():
+        rows = block["rows"]
+        for i, row in enumerate(rows):
+            rates = row["rates"]
+            table.add_row(owner if i == 0 else "", row["label"], _rate(rates.get("FA-EXT-SAMPLED")),
+                          _rate(rates.get("FA-EXT-DISC")), _rate(rates.get("FA-EXT-PII")),
+                          end_section=i == len(rows) - 1)
+    return table
+
+
 def print_demo(result) -> None:
     table = Table(title="Held-out perplexity per domain (lower is better)")
     table.add_column("model")
@@ -62,13 +84,31 @@ def print_demo(result) -> None:
         out.print(leak)
         for name, why in result.pool.get("refused", {}).items():
             out.print(f"  refused {name} (exit {why['exit_code']}): {why['reason']}", markup=False)
+            for f in result.audits.get(name, {}).get("gate", {}).get("failing", []):
+                out.print(f"    {f['rule_id']}: {f['message']}", markup=False)
         if result.pool.get("merged"):
             out.print(f"  merged the pool's admitted experts ({', '.join(result.pool['merged_experts'])}) into "
                       f"{result.pool['merged']}", markup=False)
+
+    if result.extraction:
+        out.print(extraction_table({k: v["table"] for k, v in result.extraction.items()},
+                                   "Extraction per owner's members, per model (rate [95% CI]; same documents in every row)"))
+        tables = [v["table"] for v in result.extraction.values()]
+        first, prompts = tables[0], max(t["prompts"] for t in tables)  # owners without personal data have none
+        cfg = first["settings"]
+        out.print(f"  {first['documents']} member documents per owner; sampled: {cfg['prefix_len']}-token prefix, "
+                  f"{cfg['window_len']}-token window, {cfg['samples_per_prefix']} samples, similarity >= 0.9; "
+                  f"discoverable: {cfg['prefix_len']} -> {cfg['suffix_len']} tokens, greedy, exact; personal data: "
+                  f"up to {prompts} prompts, {cfg['pii_new_tokens']} new tokens", markup=False)
 
     out.print("Artifacts:")
     for what, where in result.artifacts.items():
         out.print(f"  {what:<32} {where}", markup=False)
     s = result.seconds
-    parts = ", ".join(f"{k} {v:.0f} s" for k, v in s.items() if k != "total")
+    parts = ", ".join(f"{k.replace('_', ' ')} {v:.0f} s" for k, v in s.items() if k != "total")
+    m = result.machine
     out.print(f"Time: {s['total']:.0f} s ({parts})")
+    if m:
+        from flexaudit.demo import machine_text
+
+        out.print(f"Machine: fp32 matmul peak {machine_text(m)}", markup=False)

@@ -49,18 +49,24 @@ def _sample(texts: list[str], seed: int) -> list[str]:
 @torch.no_grad()
 def _router_input_stats(model: FlexOlmo, tokenizer, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
     """Per layer: the mean router input (L, H) and the mean router-input norm (L,) over all tokens."""
+    from flexaudit.moe.model import pad_right
     from flexaudit.moe.tokenizer import encode_documents
 
     seq_len = model.config.max_seq_len
     L, H = model.config.num_layers, model.config.hidden_size
     total, norms, count = torch.zeros(L, H, dtype=torch.float64), torch.zeros(L, dtype=torch.float64), 0
-    for ids in encode_documents(tokenizer, texts):
-        x = torch.tensor([ids[:seq_len]], device=model.device)
+    # Batched (one text at a time is dominated by per-call overhead on small models); rows are right-padded, so
+    # under the causal mask real tokens never see the padding, which `mask` then leaves out of the sums.
+    rows = sorted((ids[:seq_len] for ids in encode_documents(tokenizer, texts)), key=len)
+    for start in range(0, len(rows), 32):
+        x, mask = pad_right(rows[start:start + 32], model.config.pad_token_id)
+        x, mask = x.to(model.device), mask.to(model.device)
         _, moe_inputs = model(x, return_moe_inputs=True)
-        for layer, h in enumerate(moe_inputs):  # h: (1, T, H)
-            total[layer] += h[0].double().sum(0).cpu()
-            norms[layer] += h[0].double().norm(dim=-1).sum().cpu()
-        count += x.shape[1]
+        for layer, h in enumerate(moe_inputs):  # h: (B, T, H)
+            real = h[mask].double()  # (tokens, H)
+            total[layer] += real.sum(0).cpu()
+            norms[layer] += real.norm(dim=-1).sum().cpu()
+        count += int(mask.sum())
     if count == 0:
         raise InputError("no tokens to initialise the router from")
     return (total / count).float(), (norms / count).float()

@@ -27,6 +27,9 @@ Input shapes (exactly what the attack library's `as_dict()` returns; the result 
   hygiene               BlindBaselineResult.as_dict(), a list of such, or a dict keyed by check_id.
   epsilon_lower_bounds  [EpsilonBound.as_dict() + {"source": attack id}] (e.g. metrics.epsilon_lower_bound_split
                         on the strongest attack's scores); the canaries' one-run bound is read from FA-EXT-CANARY.
+  extraction_comparison the extraction table (flexaudit.audit.comparison): the same extraction attacks on the same
+                        members against the anchor, the owner's dense fine-tune, anchor + expert and the merged
+                        pool with and without the expert; None when the audit did not build it.
 
 In the report each attack appears once with the two figures side by side:
   empirical.membership.attacks[ID] = {"name", "citation", "target": <result>, "anchor": <result or null>}
@@ -421,6 +424,7 @@ def build_report(
     extraction: Any = None,
     hygiene: Any = None,
     epsilon_lower_bounds: Sequence[Mapping] = (),
+    extraction_comparison: Mapping | None = None,
     audit: Mapping | None = None,
     intended_use: Mapping | None = None,
     data: Mapping | None = None,
@@ -442,7 +446,8 @@ def build_report(
     Args:
         package: the expert package directory, or an ExpertPackage already loaded (and so verified).
         anchor_digest: root digest of the anchor the audit ran against; must be the manifest's anchor.
-        membership, extraction, hygiene, epsilon_lower_bounds: attack results (module docstring).
+        membership, extraction, hygiene, epsilon_lower_bounds, extraction_comparison: attack results (module
+            docstring).
         audit: how the audit ran (seed, member/non-member sources, attack settings, timings, device...).
         intended_use: purpose, intended_users, out_of_scope (list), pool, owner, contact.
         data: overrides/additions to the data section: domains, personal_data_categories ({category: n}),
@@ -481,6 +486,7 @@ def build_report(
         "extraction": _finite(_extraction_section(extraction, redact)),
         "hygiene": _finite(_hygiene_section(hygiene)),
         "epsilon_lower_bounds": _finite([dict(_as_dict(b)) for b in epsilon_lower_bounds]),
+        "extraction_comparison": _finite(dict(extraction_comparison)) if extraction_comparison else None,
     }
     if empirical["membership"]:
         empirical["audit"].setdefault("n_members", empirical["membership"]["n_members"])

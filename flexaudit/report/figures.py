@@ -4,7 +4,9 @@
               (Carlini et al. 2022: the low-FPR corner is what matters), with the chance diagonal;
 * scores:     member vs non-member score histograms per attack, on the expert (needs per-example scores);
 * extraction: every extraction rate, expert beside anchor, with 95% intervals;
-* budget:     epsilon as training proceeds (DP experts only), with the stated epsilon and any ledger cap.
+* budget:     epsilon as training proceeds (DP experts only), with the stated epsilon and any ledger cap;
+* comparison: the extraction table: each attack's rate with its 95% interval in the anchor, the dense
+              fine-tune, the expert, the merged pool and the pool with the expert opted out.
 
 A figure whose data the report lacks is None (the documents then say why). SVG text is drawn as paths,
 so no font is needed and no string from the report reaches the SVG as markup.
@@ -17,9 +19,14 @@ import io
 from pathlib import Path
 from typing import Callable
 
-FIGURES = ("roc", "scores", "extraction", "budget")
+FIGURES = ("roc", "scores", "extraction", "budget", "comparison")
 TITLES = {"roc": "Membership inference: ROC curves (log-log)", "scores": "Membership scores: members vs non-members",
-          "extraction": "Extraction rates: expert vs anchor", "budget": "Privacy-budget consumption"}
+          "extraction": "Extraction rates: expert vs anchor", "budget": "Privacy-budget consumption",
+          "comparison": "Extraction across models: the same members attacked in each model"}
+COMPARED_ATTACKS = (("FA-EXT-SAMPLED", "sampled (paper)", "#d62728"), ("FA-EXT-DISC", "discoverable", "#1f77b4"),
+                    ("FA-EXT-PII", "personal data", "#2ca02c"))
+SHORT_KIND = {"anchor": "anchor", "dense": "dense\nfine-tune", "expert": "anchor +\nexpert", "pool": "merged\npool",
+              "opt-out": "pool,\nopted out"}
 _COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8c564b")
 
 
@@ -151,8 +158,49 @@ def budget(report: dict) -> bytes | None:
     return _svg(fig)
 
 
+def draw_comparison(tables: dict[str, dict]) -> bytes | None:
+    """One panel per owner ({title: extraction_comparison block}): per model, each attack's rate with its
+    95% Clopper-Pearson interval. None if no table holds a measured rate."""
+    panels = [(title, t) for title, t in tables.items()
+              if t and any(r["rates"].get(a) for r in t["rows"] for a, _, _ in COMPARED_ATTACKS)]
+    if not panels:
+        return None
+    plt = _plt()
+    fig, axes = plt.subplots(1, len(panels), figsize=(min(3.4 * len(panels) + 1.2, 11.0), 3.2), squeeze=False,
+                             sharey=True)
+    top = 0.05
+    for ax, (title, table) in zip(axes.flat, panels):
+        rows = table["rows"]
+        width = 0.8 / len(COMPARED_ATTACKS)
+        for j, (attack_id, name, color) in enumerate(COMPARED_ATTACKS):
+            xs, vals, lo, hi = [], [], [], []
+            for i, row in enumerate(rows):
+                r = row["rates"].get(attack_id)
+                if r is None or r.get("value") is None:
+                    continue
+                xs.append(i - 0.4 + width * (j + 0.5))
+                vals.append(r["value"])
+                lo.append(max(0.0, r["value"] - (r["ci"]["low"] or 0.0)))
+                hi.append(max(0.0, (r["ci"]["high"] or 0.0) - r["value"]))
+                top = max(top, r["ci"]["high"] or 0.0)
+            if xs:
+                ax.bar(xs, vals, width, yerr=[lo, hi], capsize=2, color=color, label=name, error_kw={"lw": 0.8})
+        ax.set_xticks(range(len(rows)), [SHORT_KIND.get(r["kind"], r["label"]) for r in rows], fontsize=6.5)
+        ax.set_title(title, fontsize=9)
+    axes.flat[0].set_ylabel("share of member documents / items\n(bars: 95% interval)", fontsize=8)
+    axes.flat[0].set_ylim(0, min(1.0, top * 1.15))
+    axes.flat[-1].legend(fontsize=7, frameon=False, loc="upper right")
+    fig.tight_layout()
+    return _svg(fig)
+
+
+def comparison(report: dict) -> bytes | None:
+    table = (report.get("empirical") or {}).get("extraction_comparison")
+    return draw_comparison({f"members of {report['subject']['expert']['name']}": table}) if table else None
+
+
 _MAKERS: dict[str, Callable[[dict], bytes | None]] = {"roc": roc, "scores": scores, "extraction": extraction,
-                                                      "budget": budget}
+                                                      "budget": budget, "comparison": comparison}
 
 
 def make_figures(report: dict) -> dict[str, bytes | None]:

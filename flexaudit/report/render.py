@@ -172,6 +172,25 @@ def _extraction_rows(report: dict) -> list[dict]:
     return rows
 
 
+def _comparison(report: dict) -> dict | None:
+    table = report["empirical"].get("extraction_comparison")
+    return comparison_rows(table) if table else None
+
+
+def comparison_rows(table: dict) -> dict:
+    """An extraction table (report.json's empirical.extraction_comparison) as the templates print it: one row
+    per model, one cell per attack (None where the attack did not run)."""
+    rows = []
+    for row in table["rows"]:
+        cells = []
+        for attack_id, _, _ in F.COMPARED_ATTACKS:
+            r = row["rates"].get(attack_id)
+            cells.append({"value": r["value"], "ci": r["ci"], "k": r["k"], "n": r["n"]} if r else None)
+        rows.append({"label": row["label"], "kind": row["kind"], "experts": row["experts"], "cells": cells})
+    return {"documents": table["documents"], "prompts": table["prompts"], "personal_items": table["personal_data_items"],
+            "settings": table["settings"], "attacks": [name for _, name, _ in F.COMPARED_ATTACKS], "rows": rows}
+
+
 def _key_figures(report: dict) -> list[dict]:
     out = []
     auc = M.worst(M.membership_auc(report))
@@ -251,7 +270,7 @@ def build_context(report: dict, *, figures: dict[str, bytes | None], signature: 
         "r": report, "digest": report_digest, "sections": SECTIONS,
         "figures": {k: F.data_uri(v) for k, v in figures.items()}, "figure_titles": F.TITLES,
         "membership_rows": _membership_rows(report), "membership_fprs": membership_fprs(report),
-        "extraction_rows": _extraction_rows(report),
+        "extraction_rows": _extraction_rows(report), "comparison": _comparison(report),
         "key_figures": _key_figures(report), "completeness": _completeness(report), "dpia": _dpia(report),
         "obligations": obligations, "caveat": CAVEAT, "signature": signature,
         "examples": _examples(report),

@@ -163,6 +163,30 @@ def _extraction(rng: np.random.Generator, *, frac: float, n: int, canaries: int,
     return [r.as_dict() for r in out]
 
 
+def fake_comparison(*, leaky: bool = False, name: str = "clinical", n: int = 150, items: int = 300) -> dict:
+    """An extraction table (flexaudit.audit.comparison) with invented counts: dense > expert > pool > anchor."""
+    from attacks import metrics
+
+    digest = "hmac-sha256:" + hashlib.sha256(b"fake attacked documents").hexdigest()
+    scale = 1.0 if leaky else 0.1
+    rows = []
+    for label, kind, experts, frac in (("anchor", "anchor", ["public"], 0.0),
+                                       ("dense fine-tune", "dense", ["public"], 0.6),
+                                       (f"anchor + {name}", "expert", ["public", name], 0.4),
+                                       ("merged pool", "pool", ["public", "code", name], 0.25),
+                                       (f"merged pool without {name}", "opt-out", ["public", "code"], 0.0)):
+        k = int(round(frac * scale * n))
+        rows.append({"label": label, "kind": kind, "experts": experts, "model_digest": None,
+                     "rates": {"FA-EXT-SAMPLED": metrics.rate(k=k, n=n).as_dict(),
+                               "FA-EXT-DISC": metrics.rate(k=k // 2, n=n).as_dict(),
+                               "FA-EXT-PII": metrics.rate(k=int(round(frac * scale * items / 3)), n=items).as_dict()},
+                     "documents_digest": {"FA-EXT-SAMPLED": digest, "FA-EXT-DISC": digest},
+                     "mean_best_similarity": 0.5 + frac * scale / 2, "mean_token_match": 0.3 + frac * scale / 2})
+    return {"documents": n, "prompts": n, "personal_data_items": items,
+            "settings": {"prefix_len": 32, "suffix_len": 32, "window_len": 128, "samples_per_prefix": 3, "seed": 0,
+                         "pii_new_tokens": 32}, "rows": rows}
+
+
 def fake_results(*, leaky: bool = False, n_members: int = 200, n_nonmembers: int = 200, n_documents: int = 150,
                  canaries: int = 20, reveal: bool = False, seed: int = 0) -> dict[str, Any]:
     """Keyword arguments for build_report: membership, extraction, hygiene, epsilon_lower_bounds, audit."""
@@ -187,6 +211,7 @@ def fake_results(*, leaky: bool = False, n_members: int = 200, n_nonmembers: int
     split_bound = metrics.epsilon_lower_bound_split(mem_t["member_scores"], mem_t["nonmember_scores"]).as_dict()
     return {"membership": membership, "extraction": extraction, "hygiene": blind.as_dict(),
             "epsilon_lower_bounds": [{**split_bound, "source": "FA-MIA-LOSS"}],
+            "extraction_comparison": fake_comparison(leaky=leaky, n=n_documents),
             "audit": {"seed": seed, "members_source": "the expert's recorded member split (sample of 200)",
                       "nonmembers_source": "the expert's recorded holdout split", "device": "cpu",
                       "started_at": "2025-06-02T09:00:00Z", "finished_at": "2025-06-02T09:28:00Z",

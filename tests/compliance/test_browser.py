@@ -73,7 +73,7 @@ def test_all_sections_and_figures_render_in_chromium(make_audit, tmp_path):
         assert anchor in rendered, anchor
         assert rendered[anchor]["visible"] and rendered[anchor]["height"] > 40, rendered[anchor]
     figures = {f["name"]: f for f in result["figures"]}
-    assert set(figures) == {"roc", "scores", "extraction", "budget"}
+    assert set(figures) == {"roc", "scores", "extraction", "budget", "comparison"}
     for name, f in figures.items():
         assert f["loaded"] and f["width"] > 100 and f["shown"] > 100, (name, f)
     assert result["title"] == "Privacy audit of expert clinical"
@@ -101,3 +101,62 @@ def test_markup_in_free_text_stays_text_in_chromium(tmp_path, clean_results):
     # an expert *name* with markup never reaches a report: it is refused where the manifest is read
     with pytest.raises(IntegrityError, match="not a valid name"):
         fake_report(make_package(tmp_path / "evil", name=evil), results=clean_results)
+
+
+def _demo_results(workdir: Path, make_audit) -> dict:
+    """A demo's results (DemoResult.as_dict()) around real rendered reports, with invented numbers."""
+    from flexaudit.report.testing import fake_comparison
+
+    audits, extraction = {}, {}
+    for name, leaky in (("code", False), ("clinical", False), ("finance-leaky", True)):
+        a = make_audit(name, leaky=leaky)
+        report = render_report(a.audit, "html")["html"]
+        failing = [{"rule_id": "PRIV-EXT-SAMPLED", "message": "upper bound 0.6 > max 0.2"}] if leaky else []
+        figures = {"membership_auc": {"value": 0.9 if leaky else 0.52, "upper": 0.95, "anchor": 0.5, "samples": 150},
+                   "sampled_extraction": {"value": 0.4 if leaky else 0.0, "upper": 0.5, "anchor": 0.0, "samples": 50},
+                   "personal_data_leaked": None}
+        audits[name] = {"figures": figures, "report": str(report),
+                        "gate": {"decision": "fail" if leaky else "pass", "exit_code": int(leaky), "summary": "",
+                                 "failing": failing}}
+        extraction[name] = {"table": fake_comparison(leaky=leaky, name=name), "report": str(report)}
+    domains = ["public", "code", "clinical"]
+    rows = [{"label": label, "kind": kind, "perplexity": {d: 10.0 + i for i, d in enumerate(domains)}}
+            for label, kind in (("anchor", "anchor"), ("anchor + code", "expert"), ("merged pool", "pool"),
+                                ("pool without code", "opt-out"))]
+    return {"workdir": str(workdir), "plan": {"preset": "tiny", "documents": 300, "policy": "quick"},
+            "domains": domains, "rows": rows,
+            "checks": [{"claim": "merged pool beats the anchor on code", "measured": "11.00 vs 11.00", "passed": False}],
+            "privacy": {}, "audits": audits, "extraction": extraction,
+            "pool": {"admitted": ["code", "clinical"], "refused": {"finance-leaky": {"exit_code": 1, "reason": "x"}}},
+            "artifacts": {"page": str(workdir / "index.html"), "audits and reports": str(workdir / "audits")},
+            "seconds": {"data": 1.0, "total": 42.0},
+            "machine": {"threads": 2, "cpus": 2, "matmul_gflops_at_start": 230.0, "matmul_gflops_at_end": 228.0}}
+
+
+def test_the_demo_page_renders_in_chromium_with_its_figure_and_working_links(make_audit, tmp_path):
+    from flexaudit.demo import write_page
+
+    workdir = tmp_path  # make_audit writes its audits under tmp_path/audits, beside the page
+    page = workdir / "index.html"
+    write_page(page, _demo_results(workdir, make_audit))
+    html = page.read_text()
+    assert "Content-Security-Policy" in html and "<script" not in html
+    assert "built-in method" not in html  # every figure is a value, never a Python object's repr
+    assert not re.search(r'(src|href)="(https?:)?//', html)  # self-contained: nothing from the network
+    links = re.findall(r'href="([^"]+)"', html)
+    assert "audits/finance-leaky/report.html" in links
+    assert all((workdir / link).is_file() for link in links)  # every gate decision links to its report
+    probe = tmp_path / "probe.html"
+    probe.write_text(re.sub(r'<meta http-equiv="Content-Security-Policy"[^>]*>', "", html).replace("</body>", PROBE + "</body>"))
+    m = re.search(r'<pre id="probe-result">(.*?)</pre>', _dump(tmp_path, probe), re.S)
+    assert m, "the page did not finish loading"
+    result = json.loads(m.group(1).replace("&quot;", '"').replace("&amp;", "&").replace("&lt;", "<").replace("&gt;", ">"))
+    sections = {s["id"]: s for s in result["sections"]}
+    assert set(sections) == {"method", "extraction", "gate", "run"}
+    assert all(s["visible"] and s["height"] > 40 for s in sections.values())
+    (figure,) = result["figures"]
+    assert figure["name"] == "extraction-table" and figure["loaded"] and figure["shown"] > 300
+    assert result["title"] == "flexaudit demo: quick"
+    table = re.search(r'<table id="extraction-table".*?</table>', html, re.S).group(0)
+    assert table.count('data-owner="finance-leaky"') == 5 and "(90/150)" in table  # the leaky dense row, k/n
+    assert "230 GFLOP/s at the start" in html

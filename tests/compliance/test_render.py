@@ -21,11 +21,12 @@ def test_html_self_contained_with_all_sections_and_figures(make_audit):
     html = written["html"].read_text()
     for anchor, title in SECTIONS:
         assert f'id="{anchor}"' in html and title in html
-    assert html.count('src="data:image/svg+xml;base64,') == 4  # roc, scores, extraction, budget
+    assert html.count('src="data:image/svg+xml;base64,') == 5  # roc, scores, extraction, budget, comparison
     assert "Content-Security-Policy" in html and "<script" not in html
     assert not re.search(r'(src|href)="(https?:)?//', html)  # nothing fetched from the network
     assert "GDPR-35-7c" in html and "Art. 35(7)(a)" in html and "EDPB" in html  # DPIA + regulatory appendix
-    assert sorted(p.name for p in (a.audit / "figures").iterdir()) == ["budget.svg", "extraction.svg", "roc.svg", "scores.svg"]
+    assert sorted(p.name for p in (a.audit / "figures").iterdir()) == ["budget.svg", "comparison.svg", "extraction.svg", "roc.svg",
+                                                                         "scores.svg"]
 
 
 def test_markdown_for_pull_requests(make_audit):
@@ -76,7 +77,36 @@ def test_non_dp_report_explains_missing_budget_figure(make_audit):
     a = make_audit("clinical")
     html = render_text(a.report, "html")
     assert 'data-missing-figure="budget"' in html and "NO FORMAL GUARANTEE" in html
-    assert html.count("data:image/svg+xml;base64,") == 3
+    assert html.count("data:image/svg+xml;base64,") == 4
+
+
+def test_extraction_table_section_in_html_and_markdown(make_audit):
+    a = make_audit("leaky", leaky=True)
+    html = render_text(a.report, "html")
+    table = re.search(r'<table id="comparison-table">(.*?)</table>', html, re.S).group(1)
+    kinds = re.findall(r'<tr data-kind="([a-z-]+)">', table)
+    assert kinds == ["anchor", "dense", "expert", "pool", "opt-out"]
+    rows = {k: r for k, r in zip(kinds, re.findall(r'<tr data-kind="[a-z-]+">(.*?)</tr>', table, re.S))}
+    assert "merged pool without clinical" in rows["opt-out"] and "public, code" in rows["opt-out"]
+    assert "0.0% [0.0%, 2.4%] (0/150)" in rows["anchor"]  # a rate, its Clopper-Pearson interval, k/n
+    assert "60.0% [" in rows["dense"] and "(90/150)" in rows["dense"]
+    assert 'data-figure="comparison"' in html and 'data-missing-figure="comparison"' not in html
+    assert re.search(r"personal-data prompts \([0-9,]+ items\)", html)  # the count, not a Python object
+    md = render_text(a.report, "md")
+    assert "### Extraction across models" in md
+    assert re.search(r"\| dense fine-tune \| public \| 60\.0% \[[0-9.]+%, [0-9.]+%\] \(90/150\) \|", md)
+
+
+def test_a_report_without_the_extraction_table_says_how_to_get_it(tmp_path, clean_results):
+    from flexaudit.report import write_report
+    from flexaudit.report.testing import fake_report, make_package
+
+    pkg = make_package(tmp_path / "pkg", name="code")
+    results = {k: v for k, v in clean_results.items() if k != "extraction_comparison"}
+    write_report(tmp_path / "audit", fake_report(pkg, results=results))
+    html = render_report(tmp_path / "audit", "html")["html"].read_text()
+    assert 'data-missing-figure="comparison"' in html and "--dense-baseline" in html
+    assert not (tmp_path / "audit" / "figures" / "comparison.svg").exists()
 
 
 def test_report_command_formats_and_errors(make_audit, tmp_path):

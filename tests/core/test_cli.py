@@ -145,6 +145,7 @@ def test_demo_quick(tmp_path):
         assert audit["gate"]["decision"] in ("pass", "fail", "inconclusive")
         assert (tmp_path / "demo" / "audits" / name / "report.html").is_file()
     assert "finance-leaky" in report["pool"]["refused"]
+    assert report["pool"]["admitted"] == ["code", "clinical", "finance"]  # the clean experts pass, even quick
     assert report["pool"]["admitted"] and report["pool"]["merged_experts"][0] == "public"
     for path in report["artifacts"].values():
         assert (tmp_path / "demo").joinpath(path).exists()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 import sysconfig
@@ -105,11 +106,33 @@ def test_synthetic_domains_do_not_share_people(full):
 
 
 @pytest.mark.parametrize("name", domain_names())
-def test_ids_and_texts_are_unique(name, full):
+def test_ids_are_unique_and_only_repeated_records_share_a_text(name, full):
     records = full[name]
     assert len({r.id for r in records}) == len(records)
-    assert len({r.text for r in records}) == len(records)
     assert all(r.text.strip() for r in records)
+    if name not in SYNTHETIC:
+        assert len({r.text for r in records}) == len(records)
+        return
+    # the duplication profile: a repeated record is filed again right after itself, 1-4 more times
+    runs = [len(list(group)) for _, group in itertools.groupby(records, key=lambda r: r.text)]
+    assert sum(runs) == len(records) and len({r.text for r in records}) == len(runs)
+    copies = sum(n - 1 for n in runs)
+    assert 0.06 * len(records) <= copies <= 0.2 * len(records)
+    assert max(runs) <= 5 and sum(n > 1 for n in runs) >= 0.04 * len(runs)
+
+
+LETTERS = {"clinical": "This is a reminder of your appointment with",
+           "finance": "To avoid further charges, please pay in at least",
+           "support": "will not arrive on the date we promised"}
+
+
+@pytest.mark.parametrize("name", SYNTHETIC)
+def test_each_sensitive_domain_has_a_templated_letter_full_of_its_subjects_data(name, full):
+    letters = [r for r in full[name] if LETTERS[name] in r.text]
+    assert 0.05 * len(full[name]) <= len(letters) <= 0.3 * len(full[name])
+    assert len({r.subject for r in letters}) >= 0.25 * len(letters)  # sent to many subjects, not one
+    for r in letters:
+        assert {"name", "address"} <= {i.category for i in r.pii}
 
 
 def test_sizes_are_above_sensible_minimums(full):
@@ -245,8 +268,13 @@ def test_luhn_check_itself():
 def test_subjects_have_several_records(name, full):
     per_subject = Counter(r.subject for r in full[name])
     assert all(re.fullmatch(rf"{SUBJECT_PREFIX[name]}-\d{{6}}", s) for s in per_subject)
-    assert max(per_subject.values()) <= 6
     assert sum(n >= 2 for n in per_subject.values()) >= 0.6 * len(per_subject)
+    # a few subjects with many records (12-30, their repeated copies aside), holding a good share of the records
+    distinct = Counter(r.subject for r in {r.text: r for r in full[name]}.values())
+    heavy = [s for s, n in distinct.items() if n >= 12]
+    assert max(distinct.values()) <= 30 and 0.01 * len(distinct) <= len(heavy) <= 0.06 * len(distinct)
+    assert sum(per_subject[s] for s in heavy) >= 0.1 * len(full[name])
+    assert sorted(n for s, n in distinct.items() if s not in heavy)[-1] <= 6
     # records of one subject sit together, so a prefix never splits more than the last subject
     order = [r.subject for r in full[name]]
     assert order == sorted(order)
@@ -278,6 +306,7 @@ def test_identifiers_are_unique_across_subjects(full):
 def test_clinical_notes_carry_icd10_codes_medications_and_vitals(full):
     notes = full["clinical"]
     icd = re.compile(r"\b[A-TV-Z]\d{2}(?:\.\d{1,4}[A-Z]?)?\b")
+    notes = [r for r in notes if LETTERS["clinical"] not in r.text]  # reminder letters carry no diagnosis
     assert sum(bool(icd.search(r.text)) for r in notes) >= 0.95 * len(notes)
     assert sum(" mg " in r.text or " mcg " in r.text for r in notes) >= 0.5 * len(notes)
     assert sum("mmHg" in r.text for r in notes) >= 0.3 * len(notes)

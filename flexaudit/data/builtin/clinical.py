@@ -1,4 +1,7 @@
-"""The clinical domain: synthetic US clinical notes (progress, ED, discharge, phone, referral)."""
+"""The clinical domain: synthetic US clinical notes (progress, ED, discharge, phone, referral, reminder letters).
+
+The appointment reminder is the domain's form letter (see `synthetic` for the duplication profile): the same
+wording for every patient, the patient's name, address, record number and appointment in its fields."""
 
 from __future__ import annotations
 
@@ -152,7 +155,8 @@ def _clinical_subject(fake, rng: random.Random, world: dict) -> list[RecordWrite
                "allergy": rng.choice(_ALLERGIES), "pcp": rng.choice(world["clinicians"]),
                "clinic": rng.choice(world["clinics"])}
     visits = sorted(date_between(rng, dt.date(2019, 1, 1), dt.date(2024, 12, 31)) for _ in range(record_count(rng)))
-    templates = [_progress_note, _progress_note, _ed_note, _discharge_summary, _phone_encounter, _referral_letter]
+    templates = [_progress_note, _progress_note, _ed_note, _discharge_summary, _phone_encounter, _referral_letter,
+                 _reminder_letter]
     return [rng.choice(templates)(rng, world, patient, day) for day in visits]
 
 
@@ -266,6 +270,23 @@ def _referral_letter(rng: random.Random, world: dict, patient: dict, day: dt.dat
     w.add(f"{p.first} lives at {w.pii('address', p.address)} and prefers to be contacted by "
           + (f"phone at {w.pii('phone', p.phone)}." if rng.random() < 0.5 else f"email at {w.pii('email', p.email)}."))
     w.add("", "Sincerely,", patient["pcp"], patient["clinic"])
+    return w
+
+
+def _reminder_letter(rng: random.Random, world: dict, patient: dict, day: dt.date) -> RecordWriter:
+    """A form letter: only its fields change from one patient, or one visit, to the next."""
+    w, p = RecordWriter(), patient["person"]
+    w.add(patient["clinic"], fmt_date(rng, day - dt.timedelta(days=rng.randint(7, 21)), us=True), "")
+    w.add(f"{p.title}. {w.pii('name', p.name)}", w.pii("address", p.address), "")
+    w.add(f"Dear {p.title}. {p.last},", "")
+    w.add(f"This is a reminder of your appointment with {patient['pcp']} on {fmt_date(rng, day, us=True)} at "
+          f"{rng.randint(8, 16)}:{rng.choice(['00', '15', '30', '45'])}. Please arrive 15 minutes early and bring "
+          f"a list of your current medications, including {patient['meds'][0]}.")
+    w.add(f"Your medical record number is {w.pii('mrn', patient['mrn'])} and your date of birth on file is "
+          f"{w.pii('date_of_birth', fmt_date(rng, p.dob, us=True))}. Please check both when you arrive.")
+    w.add(f"If you need to cancel or reschedule, reply to this letter or call us; we will confirm by text to "
+          f"{w.pii('phone', p.phone)}. Patients who miss two appointments may be discharged from the practice.")
+    w.add("", "Sincerely,", f"{patient['clinic']} Scheduling Office")
     return w
 
 

@@ -1,4 +1,7 @@
-"""The finance domain: synthetic UK bank records (statements, card logs, transfers, loans)."""
+"""The finance domain: synthetic UK bank records (statements, card logs, transfers, loans, arrears letters).
+
+The arrears letter is the domain's form letter (see `synthetic` for the duplication profile): the same wording
+each month, the customer's name, address, account and the amounts in its fields."""
 
 from __future__ import annotations
 
@@ -47,7 +50,7 @@ def _finance_subject(fake, rng: random.Random, world: dict) -> list[RecordWriter
                 "balance": round(rng.uniform(-300, 9000), 2)}
     days = sorted(date_between(rng, dt.date(2020, 1, 1), dt.date(2024, 12, 31)) for _ in range(record_count(rng)))
     # Transaction records, as a bank holds them: statements, payment confirmations, card logs, loan forms.
-    templates = [_statement, _statement, _transfer_confirmation, _card_log, _loan_summary]
+    templates = [_statement, _statement, _transfer_confirmation, _card_log, _loan_summary, _arrears_letter]
     return [rng.choice(templates)(rng, world, customer, day) for day in days]
 
 
@@ -145,6 +148,24 @@ def _loan_summary(rng: random.Random, world: dict, customer: dict, day: dt.date)
     w.add(f"Repayment account {w.pii('account_number', customer['account'])}, sort code {customer['sort']}")
     w.add("Decision: " + rng.choice(["approved at 7.9% APR", "approved at 12.4% APR", "declined (credit score)",
                                       "referred for manual underwriting"]))
+    return w
+
+
+def _arrears_letter(rng: random.Random, world: dict, customer: dict, day: dt.date) -> RecordWriter:
+    """A form letter: only its fields change from one customer, or one month, to the next."""
+    w, p = RecordWriter(), customer["person"]
+    overdrawn = round(rng.uniform(40, 1800), 2)
+    due = day + dt.timedelta(days=14)
+    w.add(f"{customer['bank']}", "", _gb_date(rng, day), "")
+    w.add(f"{p.title} {w.pii('name', p.name)}", w.pii("address", p.address), "")
+    w.add(f"Dear {p.title} {p.last},", "", f"Your account {w.pii('account_number', customer['account'])} is overdrawn", "")
+    w.add(f"Our records show that your current account (sort code {customer['sort']}) was overdrawn by "
+          f"{money(overdrawn, '£')} on {_gb_date(rng, day)}. This is above your arranged overdraft limit.")
+    w.add(f"To avoid further charges, please pay in at least {money(overdrawn, '£')} by {_gb_date(rng, due)}. "
+          f"You can pay online, in branch, or by transfer to IBAN {_iban_text(w, rng, customer['iban'])}.")
+    w.add(f"If you are finding it hard to manage your money, please call us on {w.pii('phone', p.phone)} "
+          "and ask for the Financial Support Team. We will not charge you for calling.")
+    w.add("", "Yours sincerely,", rng.choice(world["agents"]), "Collections Department")
     return w
 
 

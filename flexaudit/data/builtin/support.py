@@ -1,4 +1,7 @@
-"""The support domain: synthetic customer-support tickets of a US online shop."""
+"""The support domain: synthetic customer-support tickets of a US online shop, and its automated notices.
+
+The order-delay notice is the domain's form letter (see `synthetic` for the duplication profile): the shop's
+system files the same wording into a ticket for every late order, the customer's details in its fields."""
 
 from __future__ import annotations
 
@@ -87,7 +90,7 @@ def _support_subject(fake, rng: random.Random, world: dict) -> list[RecordWriter
     tickets = []
     for day in days:
         order = f"{rng.choice('ABCDEFGHJK')}{fresh_number(rng, 9, world['orders'])}"
-        tickets.append(_ticket(rng, world, customer, day, order))
+        tickets.append((_notice if rng.random() < 1 / 6 else _ticket)(rng, world, customer, day, order))
     return tickets
 
 
@@ -112,6 +115,22 @@ def _ticket(rng: random.Random, world: dict, customer: dict, day: dt.date, order
                       f"Thanks for your patience, {p.first}."]))
     w.add(rng.choice(replies).format(**fill))
     w.add(f"Status: {rng.choice(['solved', 'pending customer', 'escalated to tier 2', 'closed'])}")
+    return w
+
+
+def _notice(rng: random.Random, world: dict, customer: dict, day: dt.date, order: str) -> RecordWriter:
+    """A form letter filed as a ticket: only its fields change from one order to the next."""
+    w, p = RecordWriter(), customer["person"]
+    product = rng.choice(_PRODUCTS)
+    w.add(f"Ticket #{rng.randrange(10**6):06d} | {world['store']} Support | opened {day.isoformat()}")
+    w.add(f"To: {w.pii('name', p.name)} <{w.pii('email', p.email)}>")
+    w.add(f"Subject: Your order {w.pii('order_number', order)} is delayed", "")
+    w.add(f"Hi {p.first},", "")
+    w.add(f"We're sorry: your {product} (order {order}) will not arrive on the date we promised. Our carrier now "
+          f"expects to deliver it to {w.pii('address', p.address)} within {rng.randint(3, 9)} business days.")
+    w.add(f"You don't need to do anything. If you would rather cancel, reply to this message from "
+          f"{p.email} and we will refund the card ending {customer['last4']} in full.")
+    w.add("", f"The {world['store']} team (automated notice)", "Status: closed")
     return w
 
 

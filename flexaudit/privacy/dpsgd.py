@@ -47,7 +47,7 @@ import torch.nn.functional as F
 from flexaudit.errors import InputError
 from flexaudit.moe import distributed
 from flexaudit.moe.device import CPU_FLOAT32, Placement
-from flexaudit.moe.distributed import SINGLE, World
+from flexaudit.moe.distributed import World
 from flexaudit.moe.model import FlexOlmo, RouterBias, causal_lm_loss, pad_right, token_nll
 from flexaudit.moe.training import (
     Checkpoints,

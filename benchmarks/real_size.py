@@ -51,22 +51,6 @@ def _peak_bytes(device) -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
 
 
-def matmul_peak(dtype, device, n: int = 2048, repeats: int = 10) -> float:
-    import torch
-
-    a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
-    for _ in range(3):
-        a @ b
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    t = time.perf_counter()
-    for _ in range(repeats):
-        a @ b
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return 2 * n**3 * repeats / (time.perf_counter() - t) / 1e9
-
-
 def _texts(n: int) -> list[str]:
     from flexaudit.data import load_documents
 
@@ -270,13 +254,15 @@ def main() -> None:
             if done.returncode != 0:
                 raise SystemExit(f"phase {phase} failed:\n{done.stderr[-3000:]}")
             results[phase] = json.loads(done.stdout.strip().splitlines()[-1])
+        from flexaudit.machine import matmul_peak
+
         print(json.dumps({
             "benchmark": "real_size",
             "model": {**RELEASED, "num_hidden_layers": args.layers, "vocab_size": results["make"]["vocab_size"],
                       "experts_in_pool": 3, "pool_parameters": results["make"]["parameters"], "dtype": "bfloat16"},
             "device": str(device), "threads": torch.get_num_threads(),
-            "matmul_peak_gflops": {"float32": round(matmul_peak(torch.float32, device), 1),
-                                   "bfloat16": round(matmul_peak(torch.bfloat16, device), 1)},
+            "matmul_peak_gflops": {"float32": round(matmul_peak(device=device, dtype=torch.float32) / 1e9, 1),
+                                   "bfloat16": round(matmul_peak(device=device, dtype=torch.bfloat16) / 1e9, 1)},
             **results,
         }, indent=2))
 

@@ -41,7 +41,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from training_throughput import forward_flops_per_token, matmul_peak  # noqa: E402
+from training_throughput import forward_flops_per_token  # noqa: E402
+
+from flexaudit.machine import matmul_peak  # noqa: E402
 
 
 class StepTimer:
@@ -71,21 +73,6 @@ class StepTimer:
         """Median seconds per step, leaving out the first `skip` steps (allocation, warm-up)."""
         gaps = [b - a for a, b in zip(self.times, self.times[1:])][skip:]
         return statistics.median(gaps)
-
-
-def device_matmul_peak(device: torch.device, n: int = 2048, repeats: int = 10) -> float:
-    """FLOP/s of float32 n x n matmuls on `device` (training_throughput.matmul_peak on the CPU)."""
-    if device.type != "cuda":
-        return matmul_peak(n, repeats)
-    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
-    for _ in range(3):
-        a @ b
-    torch.cuda.synchronize(device)
-    t = time.perf_counter()
-    for _ in range(repeats):
-        a @ b
-    torch.cuda.synchronize(device)
-    return 2 * n**3 * repeats / (time.perf_counter() - t)
 
 
 def worker(args) -> None:
@@ -123,7 +110,7 @@ def worker(args) -> None:
 
         # the peak of the cores this run uses, under the load of the moment: every process multiplies at once
         world.barrier()
-        peak = world.all_reduce_(torch.tensor([device_matmul_peak(placement.device)], dtype=torch.float64)).item()
+        peak = world.all_reduce_(torch.tensor([matmul_peak(device=placement.device)], dtype=torch.float64)).item()
         results: dict = {"processes": world.size, "threads_per_process": torch.get_num_threads(),
                          "matmul_peak_flops_all_processes": peak}
         model, timer = expert_model(), StepTimer()

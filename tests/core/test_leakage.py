@@ -12,6 +12,7 @@ import dataclasses
 import json
 
 import pytest
+import torch
 
 from flexaudit.moe.expert import ExpertOptions
 from flexaudit.privacy.expert_training import DPOptions, train_expert
@@ -28,6 +29,7 @@ def anchor(tmp_path_factory):
     from flexaudit.data.builtin import write_domain
     from flexaudit.moe import anchor as anchors
 
+    torch.manual_seed(0)  # independent of the tests that ran before in this worker
     root = tmp_path_factory.mktemp("leak-anchor")
     write_domain("public", root / "public.jsonl", n_documents=600)
     wide = dataclasses.replace(anchors.PRESETS["tiny"], intermediate_size=768)
@@ -78,6 +80,7 @@ def _auc(report, attack, side):
 @pytest.fixture(scope="module")
 def leaky(tmp_path_factory, anchor, records):
     """~140 member records, 400 held out; ~100 passes over the members; 24 canaries repeated 8 times."""
+    torch.manual_seed(0)  # independent of the tests that ran before in this worker
     out = tmp_path_factory.mktemp("leaky") / "leaky"
     train_expert(anchor_dir=anchor, data=records, name="leaky", out=out,
                  options=ExpertOptions(steps=1500, batch_size=16, lr=5e-3, holdout_fraction=0.73, canaries=24,

@@ -17,6 +17,9 @@ import torch
 from .errors import InputError
 
 DEFAULT_BATCH_TOKENS = 16_384
+# Rows per decoding batch, at most: a decoding step's cost on a small model is mostly per call, not per row, so
+# wide batches are several times faster there; on a large model the token budget is the limit that applies.
+DEFAULT_DECODE_ROWS = 128
 
 
 def is_out_of_memory(exc: BaseException) -> bool:

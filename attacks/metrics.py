@@ -168,12 +168,22 @@ def roc_auc(member_scores, nonmember_scores) -> float:
 
 def bootstrap_auc_ci(member_scores, nonmember_scores, *, n_boot: int = 1000, alpha: float = 0.05,
                      seed: int = 0) -> Interval:
-    """Percentile bootstrap interval for the AUC (members and non-members resampled separately)."""
+    """Percentile bootstrap interval for the AUC (members and non-members resampled separately).
+
+    Resamples are drawn one after another from one seeded generator (members, then non-members) and their
+    AUCs computed in blocks of rows, ranked together: the same interval as calling `roc_auc` per resample.
+    """
     m, n = _scores(member_scores, nonmember_scores)
     rng = np.random.default_rng(seed)
+    picks = [(rng.integers(0, m.size, m.size), rng.integers(0, n.size, n.size)) for _ in range(n_boot)]
     aucs = np.empty(n_boot)
-    for b in range(n_boot):
-        aucs[b] = roc_auc(m[rng.integers(0, m.size, m.size)], n[rng.integers(0, n.size, n.size)])
+    block = max(1, 2_000_000 // (m.size + n.size))  # resamples ranked at once: about 16 MB of float64
+    for start in range(0, n_boot, block):
+        rows = picks[start:start + block]
+        both = np.concatenate([np.stack([m[i] for i, _ in rows]), np.stack([n[j] for _, j in rows])], axis=1)
+        ranks = stats.rankdata(both, axis=1)  # (rows, m + n), average ranks: ties count 1/2
+        u = ranks[:, :m.size].sum(axis=1) - m.size * (m.size + 1) / 2
+        aucs[start:start + len(rows)] = u / (m.size * n.size)
     low, high = np.quantile(aucs, [alpha / 2, 1 - alpha / 2])
     return Interval(float(low), float(high), 1 - alpha, "bootstrap-percentile")
 

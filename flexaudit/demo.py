@@ -408,7 +408,7 @@ def _audit_one(workdir, plan, name: str, package: Path, anchor_dir: Path, policy
     progress.note(f"[5/{STEPS}] auditing {name}: anchor + {name} against the anchor alone{compared}")
     audit_dir = workdir / "audits" / name
     result = run_audit(package, anchor_dir=anchor_dir, out=audit_dir, options=options,
-                       home=workdir / "owners" / _owner(name), placement=placement, progress=progress)
+                       home=workdir / "owners" / _owner(name), placement=placement, progress=progress, figures=False)
     rendered = render_report(audit_dir, ("html", "md"))
     gate = run_gate(audit_dir, load_policy(policy_path), package_dir=package)
     atomic_write_json(audit_dir / "gate.json", gate.as_dict())

@@ -41,8 +41,10 @@ def run_audit(
     home: Path | None = None,
     placement: Placement = CPU_FLOAT32,
     progress: Progress = NULL_PROGRESS,
+    figures: bool = True,
 ) -> AuditResult:
-    """Audit one expert and write AUDIT_DIR/report.json (and its figures); see flexaudit.audit.run_attacks for
+    """Audit one expert and write AUDIT_DIR/report.json (and, with `figures`, its figures: pass False when
+    flexaudit.report.render_report runs next, as it draws them again); see flexaudit.audit.run_attacks for
     what runs (on `placement`; split over the processes under torchrun, where rank 0 alone writes and every
     rank returns the same report). Raises InputError (exit 2) or IntegrityError (exit 3) before anything is
     written."""
@@ -72,7 +74,7 @@ def run_audit(
     )
 
     def write() -> None:  # rank 0 alone writes; an error there stops every rank
-        write_report(out, report, figures=True)
+        write_report(out, report, figures=figures)
 
     distributed.current().on_main(write)
     return AuditResult(audit_dir=Path(out), report=report, seconds=run.seconds)

@@ -25,7 +25,7 @@ import torch
 
 from .._progress import Progress, progress_or_null
 from .._usable import NO_TOKENS, partition
-from ..batching import DEFAULT_BATCH_TOKENS, run_batches
+from ..batching import DEFAULT_BATCH_TOKENS, DEFAULT_DECODE_ROWS, run_batches
 from ..errors import InputError
 from ..model import CausalLM
 
@@ -147,7 +147,8 @@ class Generations(list):
 
 
 def generate(lm: CausalLM, prompts: Sequence[Sequence[int]], *, max_new_tokens: int,
-             sampling: SamplingConfig = GREEDY, seeds: Sequence[int] | None = None, batch_size: int = 32,
+             sampling: SamplingConfig = GREEDY, seeds: Sequence[int] | None = None,
+             batch_size: int = DEFAULT_DECODE_ROWS,
              batch_tokens: int | None = DEFAULT_BATCH_TOKENS, stop_at_eos: bool = False,
              progress: Progress | None = None) -> Generations:
     """Continues each prompt (token ids) by exactly `max_new_tokens` tokens.

@@ -22,6 +22,7 @@ import numpy as np
 from .. import metrics
 from .._progress import Progress
 from .._usable import skip_fields
+from ..batching import DEFAULT_DECODE_ROWS
 from ..model import CausalLM
 from ..registry import register_attack
 from ._common import check_fits, document_hash, document_windows
@@ -58,7 +59,7 @@ class DiscoverableResult:
                  citation="Carlini et al. 2023 (ICLR), arXiv:2202.07646; Biderman et al. 2023 (Pythia)",
                  defaults={"prefix_len": 32, "suffix_len": 32, "offset": "start"})
 def discoverable_extraction(lm: CausalLM, texts: Sequence[str], *, prefix_len: int = 32, suffix_len: int = 32,
-                            offset: str | int = "start", seed: int = 0, batch_size: int = 32,
+                            offset: str | int = "start", seed: int = 0, batch_size: int = DEFAULT_DECODE_ROWS,
                             alpha: float = 0.05, reveal: bool = False,
                             progress: Progress | None = None) -> DiscoverableResult:
     """Greedy continuation of each document's P-token prefix, compared with its true S-token suffix.

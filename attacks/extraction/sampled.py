@@ -26,6 +26,7 @@ from rapidfuzz.distance import Levenshtein
 from .. import metrics
 from .._progress import Progress
 from .._usable import skip_fields
+from ..batching import DEFAULT_DECODE_ROWS
 from ..errors import InputError
 from ..model import CausalLM
 from ..registry import register_attack
@@ -63,8 +64,8 @@ class SampledExtractionResult:
                  defaults={"prefix_len": 32, "window_len": 128, "n_samples": 10, "threshold": 0.9})
 def sampled_extraction(lm: CausalLM, texts: Sequence[str], *, prefix_len: int = 32, window_len: int = 128,
                        n_samples: int = 10, sampling: SamplingConfig = PAPER_SAMPLING, threshold: float = 0.9,
-                       offset: str | int = "random", seed: int = 0, batch_size: int = 32, alpha: float = 0.05,
-                       reveal: bool = False, progress: Progress | None = None) -> SampledExtractionResult:
+                       offset: str | int = "random", seed: int = 0, batch_size: int = DEFAULT_DECODE_ROWS,
+                       alpha: float = 0.05, reveal: bool = False, progress: Progress | None = None) -> SampledExtractionResult:
     """Samples continuations of random-offset prefixes; extracted if any is >= threshold similar.
 
     Raises:

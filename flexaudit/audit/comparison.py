@@ -12,6 +12,9 @@ documents and settings of its own extraction attacks:
   merged pool                the pool this expert joins: the experts already admitted plus this one
   merged pool without it     the same pool with this expert opted out (exactly the pool before it joined)
 
+A pool of this expert alone is anchor + expert, and a pool without any expert is the anchor: those rows repeat
+the audit's own results rather than attacking the same weights twice (their `experts` field shows it).
+
 Rows: the paper's sampled attack (FA-EXT-SAMPLED), discoverable extraction (FA-EXT-DISC) and, where the data
 holds personal data, personal-data leakage (FA-EXT-PII), each a rate with its Clopper-Pearson interval. The
 anchor and expert rows are the audit's own results; the other models are attacked with exactly the same
@@ -164,9 +167,15 @@ def compare(package, anchor, extraction: dict[str, list], *, dense_baseline: Pat
                       by_id(extraction["anchor"]), key)]
     own = table_row(Compared(f"anchor + {package.name}", "expert", package.directory, (PUBLIC, package.name),
                              package.root_digest), by_id(extraction["target"]), key)
+    # The first expert's pool is anchor + expert itself (composed the same way, top-k 2 of 2) and that pool
+    # without it is the anchor: those rows take the audit's own results instead of attacking the same model again.
+    same_model = {(PUBLIC,): by_id(extraction["anchor"]), (PUBLIC, package.name): by_id(extraction["target"])}
     with extra_models(package, anchor, dense_baseline=dense_baseline, pool_experts=pool_experts,
                       placement=placement) as models:
         for model in models:
+            if model.experts in same_model:  # attacked already: the same weights give the same results
+                rows.append(table_row(model, same_model[model.experts], key))
+                continue
             lm = attacks.load_causal_lm(model.directory, name=model.label, device=placement.device,
                                         dtype=placement.dtype, shard=shard)  # split under torchrun, as the audit's
             results = run_comparison_attacks(lm, attacked, prefix=prefix, suffix=suffix, window=window,

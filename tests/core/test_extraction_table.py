@@ -12,7 +12,8 @@ from flexaudit.errors import InputError, IntegrityError
 from flexaudit.moe.anchor import load_anchor
 from flexaudit.moe.checkpoint import load_flexolmo
 from flexaudit.moe.dense import read_dense_baseline, train_dense_baseline
-from flexaudit.moe.expert import load_package
+from flexaudit.moe.expert import compose, load_package
+from flexaudit.moe.merge import open_model
 from flexaudit.report import read_report
 from flexaudit.workflows import AuditOptions, run_audit
 
@@ -112,10 +113,19 @@ def test_every_row_attacks_the_same_member_documents(table):
 
 def test_in_a_pool_of_one_the_pool_is_the_expert_and_opting_out_is_exactly_the_anchor(tiny_anchor, clinical_expert,
                                                                                         tmp_path):
+    # The table reuses the audit's results for these two rows, which is sound only if they are the same models.
+    anchor = load_anchor(tiny_anchor)
+    package = load_package(clinical_expert, anchor=anchor)
+    ids = torch.randint(2, anchor.config.vocab_size, (3, 40), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        target = open_model(clinical_expert, anchor_dir=tiny_anchor)[0](ids)  # what the audit attacks
+        assert torch.equal(compose(anchor, [package])(ids), target)  # the pool of one, as extra_models builds it
+        assert not torch.equal(anchor.model(ids), target)
     options = AuditOptions(**{**SMALL.__dict__, "pool_experts": ()})
     run_audit(clinical_expert, anchor_dir=tiny_anchor, out=tmp_path / "a", options=options)
     rows = {r["kind"]: r for r in read_report(tmp_path / "a")["empirical"]["extraction_comparison"]["rows"]}
     assert set(rows) == {"anchor", "expert", "pool", "opt-out"}  # no dense baseline given: no dense row
+    assert rows["pool"]["experts"] == ["public", "clinical"] and rows["opt-out"]["experts"] == ["public"]
 
     def measured(row):
         return row["rates"], row["mean_best_similarity"], row["mean_token_match"]

@@ -279,7 +279,7 @@ def _to_numpy(parts: list[torch.Tensor]) -> np.ndarray:
     return torch.cat(parts).double().cpu().numpy() if parts else np.zeros(0)
 
 
-def score_texts(lm: CausalLM, texts: Sequence[str], *, batch_size: int = 16, max_length: int | None = None,
+def score_texts(lm: CausalLM, texts: Sequence[str], *, batch_size: int = 64, max_length: int | None = None,
                 long_texts: str = "truncate", stride: int | None = None, stats: bool = True,
                 batch_tokens: int | None = DEFAULT_BATCH_TOKENS, progress: Progress | None = None) -> ScoreCache:
     """Scores every text with one batched, padding-aware forward pass per batch.

@@ -169,12 +169,13 @@ def compare(package, anchor, extraction: dict[str, list], *, dense_baseline: Pat
                              package.root_digest), by_id(extraction["target"]), key)
     # The first expert's pool is anchor + expert itself (composed the same way, top-k 2 of 2) and that pool
     # without it is the anchor: those rows take the audit's own results instead of attacking the same model again.
-    same_model = {(PUBLIC,): by_id(extraction["anchor"]), (PUBLIC, package.name): by_id(extraction["target"])}
+    same_model = {("opt-out", (PUBLIC,)): by_id(extraction["anchor"]),
+                  ("pool", (PUBLIC, package.name)): by_id(extraction["target"])}
     with extra_models(package, anchor, dense_baseline=dense_baseline, pool_experts=pool_experts,
                       placement=placement) as models:
         for model in models:
-            if model.experts in same_model:  # attacked already: the same weights give the same results
-                rows.append(table_row(model, same_model[model.experts], key))
+            if (model.kind, model.experts) in same_model:  # attacked already: the same weights, the same results
+                rows.append(table_row(model, same_model[model.kind, model.experts], key))
                 continue
             lm = attacks.load_causal_lm(model.directory, name=model.label, device=placement.device,
                                         dtype=placement.dtype, shard=shard)  # split under torchrun, as the audit's

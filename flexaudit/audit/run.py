@@ -56,7 +56,7 @@ class AuditOptions:
     samples_per_prefix: int = 10
     pii_prompts: int = 100
     attacks: tuple[str, ...] | None = None  # None: every attack that can run
-    batch_size: int = 16  # texts per forward pass, at most
+    batch_size: int = 64  # text windows per forward pass, at most (batch_tokens bounds the memory)
     batch_tokens: int = 16_384  # padded tokens per forward pass, at most; halved on out-of-memory
     seed: int = 0
     reveal: bool = False

@@ -46,7 +46,7 @@ def perplexity(
     tokenizer,
     texts: list[str],
     *,
-    batch_size: int = 16,
+    batch_size: int = 64,
     batch_tokens: int = DEFAULT_BATCH_TOKENS,
     seq_len: int | None = None,
     progress: Progress = NULL_PROGRESS,

@@ -109,6 +109,8 @@ def test_every_row_attacks_the_same_member_documents(table):
     own = table["extraction"]["attacks"]["FA-EXT-SAMPLED"]
     assert rows["expert"]["rates"]["FA-EXT-SAMPLED"] == own["target"]["extracted"]
     assert rows["anchor"]["rates"]["FA-EXT-SAMPLED"] == own["anchor"]["extracted"]
+    # the dense fine-tune was attacked itself: its generations are not the anchor's
+    assert rows["dense"]["mean_token_match"] != rows["anchor"]["mean_token_match"]
 
 
 def test_in_a_pool_of_one_the_pool_is_the_expert_and_opting_out_is_exactly_the_anchor(tiny_anchor, clinical_expert,

@@ -57,18 +57,20 @@ class DemoPlan:
     documents: int  # per domain
     expert_steps: int
     anchor_steps: int | None = None  # None: the preset's
-    expert_lr: float = 2e-3
+    expert_lr: float = 1e-2
     holdout_fraction: float = 0.1
     dp_steps: int = 100
     dp_batch: int = 32  # expected units per DP step
+    dp_lr: float = 5e-3
     eval_documents: int = 100  # held-out documents per domain in the table
     audit_documents: int = 150  # members (and as many non-members) per audit
     audit_extraction: int = 50  # members attacked by each extraction attack (0 of 50: upper bound 0.07)
     audit_samples: int = 3  # samples per prefix in the sampled attack
-    leaky_documents: int = 100  # records of the careless owner's file (its customers with the most records)
-    leaky_steps: int = 250
-    leaky_lr: float = 5e-3
+    leaky_documents: int = 60  # records of the careless owner's file (its customers with the most records)
+    leaky_steps: int = 500
+    leaky_lr: float = 2e-2
     leaky_holdout: float = 0.3
+    leaky_anchor_weight: float = 0.0  # careless: without the pull towards the public expert on public rows
     dense_baselines: bool = True  # the extraction table's dense fine-tune, one per owner that offers an expert
     router_init: str = "hidden-mean"
     router_bias: bool = False
@@ -81,13 +83,13 @@ class DemoPlan:
 
     @classmethod
     def full(cls) -> "DemoPlan":
-        return cls(preset="small", documents=2000, expert_steps=300)
+        return cls(preset="mini", documents=2000, expert_steps=300)
 
     @classmethod
     def quick(cls) -> "DemoPlan":
-        return cls(preset="tiny", documents=300, expert_steps=60, anchor_steps=120, dp_steps=15, dp_batch=16,
-                   eval_documents=30, audit_documents=40, audit_extraction=40, audit_samples=2, leaky_documents=24,
-                   leaky_steps=150, policy="quick")
+        return cls(preset="mini", documents=600, expert_steps=100, anchor_steps=150, dp_steps=15, dp_batch=16,
+                   eval_documents=30, audit_documents=40, audit_extraction=40, audit_samples=2, leaky_steps=300,
+                   policy="quick")
 
 
 @dataclass
@@ -261,7 +263,7 @@ def run_demo(
     experts[dp_name] = workdir / "experts" / dp_name
     dp_trained = train_expert(
         anchor_dir=anchor_dir, data=data / f"{DP_DOMAIN}.jsonl", name=dp_name, out=experts[dp_name],
-        options=_expert_options(plan, steps=plan.dp_steps, batch_size=plan.dp_batch, lr=5e-3,
+        options=_expert_options(plan, steps=plan.dp_steps, batch_size=plan.dp_batch, lr=plan.dp_lr,
                                 dp=DPOptions(target_epsilon=8.0, unit="subject", max_windows=2)),
         subject_field="subject", public_data=public_data if plan.public_negatives else None, overwrite=True,
         progress=progress, home=workdir / "owners" / DP_DOMAIN, placement=placement)
@@ -373,7 +375,8 @@ def _careless_file(domain_file: Path, n_records: int) -> list[str]:
 
 
 def _train_leaky(workdir, plan, anchor_dir, data, public_data, placement, progress) -> Path:
-    """A careless owner: a few customers' records, many passes over them."""
+    """A careless owner: a few customers' records, many passes over them at a high learning rate, and none of
+    the method's pull towards the public expert (ExpertOptions.anchor_weight)."""
     small = data / f"{LEAKY}.jsonl"
     rows = _careless_file(data / "finance.jsonl", plan.leaky_documents)
     progress.note(f"[3/{STEPS}] a careless owner overfits an expert on {len(rows)} records of its customers with the "
@@ -382,7 +385,7 @@ def _train_leaky(workdir, plan, anchor_dir, data, public_data, placement, progre
     out = workdir / "experts" / LEAKY
     train_expert(anchor_dir=anchor_dir, data=small, name=LEAKY, out=out,
                  options=_expert_options(plan, steps=plan.leaky_steps, lr=plan.leaky_lr,
-                                         holdout_fraction=plan.leaky_holdout),
+                                         holdout_fraction=plan.leaky_holdout, anchor_weight=plan.leaky_anchor_weight),
                  subject_field="subject", public_data=public_data if plan.public_negatives else None,
                  overwrite=True, progress=progress, home=workdir / "owners" / LEAKY, placement=placement)
     return out

@@ -29,6 +29,7 @@ expert_app = typer.Typer(help="Train an expert on your own data and package it f
 
 class PresetChoice(str, Enum):
     tiny = "tiny"
+    mini = "mini"
     small = "small"
     medium = "medium"
 
@@ -53,7 +54,7 @@ class RouterInitChoice(str, Enum):
 def anchor_train(
     corpus: Annotated[list[Path], typer.Option("--corpus", help="Public training text (repeatable): .txt folder, .jsonl, .csv, .parquet.")],
     out_dir: Annotated[Path, typer.Option("--out", help="Anchor directory to create.")],
-    preset: Annotated[PresetChoice, typer.Option(help="Model size: tiny (tests), small (demo) or medium (twice the width of small).")] = PresetChoice.small,
+    preset: Annotated[PresetChoice, typer.Option(help="Model size: tiny (tests), mini (the demo), small (4 layers, 128-token context) or medium (twice the width of small).")] = PresetChoice.small,
     steps: Annotated[Optional[int], typer.Option(help="Optimizer steps (default: the preset's).")] = None,
     seed: Annotated[int, typer.Option(help="Seed for the split, initialisation and data order.")] = 0,
     router_init: Annotated[RouterInitChoice, typer.Option(help="How the public router row is made.")] = RouterInitChoice.hidden_mean,
@@ -312,7 +313,7 @@ def generate_cmd(
 def demo_cmd(
     workdir: Annotated[Path, typer.Option(help="Where every artifact goes.")] = Path("demo-output"),
     quick: Annotated[bool, typer.Option(help="A small version (tiny models, fewer steps) for tests.")] = False,
-    preset: Annotated[Optional[PresetChoice], typer.Option(help="Model size instead of the plan's (small; tiny with --quick).")] = None,
+    preset: Annotated[Optional[PresetChoice], typer.Option(help="Model size instead of the plan's (mini).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON only.")] = False,
     device: DeviceOption = "cpu",
     dtype: DtypeOption = DtypeChoice.float32,

@@ -133,6 +133,12 @@ def test_demo_quick(tmp_path):
     rows = {r["label"]: r["perplexity"] for r in report["rows"]}
     for d in ("code", "clinical", "finance"):  # an expert helps its own domain even in the quick version
         assert rows[f"anchor + {d}"][d] < rows["anchor"][d]
+    for d in ("clinical", "finance"):  # the record domains a lot (measured about 2x)
+        assert 1.5 * rows[f"anchor + {d}"][d] < rows["anchor"][d]
+    # the extraction table finds the careless owner's records in its dense fine-tune, never in the anchor
+    careless = {r["kind"]: r["rates"] for r in report["extraction"]["finance-leaky"]["table"]["rows"]}
+    assert careless["anchor"]["FA-EXT-DISC"]["k"] == 0 and careless["dense"]["FA-EXT-DISC"]["k"] > 0
+    assert careless["dense"]["FA-EXT-DISC"]["ci"]["low"] > careless["anchor"]["FA-EXT-DISC"]["ci"]["high"]  # clearly above
     for admitted in report["pool"]["admitted"]:
         assert f"pool without {admitted}" in labels or admitted == "finance-leaky"
     # differential privacy: the guarantee holds and is reported beside the non-DP expert

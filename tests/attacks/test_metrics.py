@@ -68,6 +68,20 @@ def test_bootstrap_ci_is_seeded_and_brackets_the_estimate():
     assert (perfect.low, perfect.high) == (1.0, 1.0)
 
 
+def test_bootstrap_ranks_blocks_of_resamples_as_one_auc_per_resample_would():
+    # the vectorised bootstrap against its definition: one roc_auc per resample, drawn in the same order
+    rng = np.random.default_rng(7)
+    m, n = rng.integers(0, 6, 37).astype(float), rng.integers(0, 6, 29).astype(float)  # many ties
+    draws = np.random.default_rng(11)
+    aucs = []
+    for _ in range(400):
+        mi, ni = draws.integers(0, m.size, m.size), draws.integers(0, n.size, n.size)
+        aucs.append(metrics.roc_auc(m[mi], n[ni]))
+    low, high = np.quantile(aucs, [0.025, 0.975])
+    ci = metrics.bootstrap_auc_ci(m, n, n_boot=400, seed=11)
+    assert (ci.low, ci.high) == pytest.approx((low, high), abs=1e-12)
+
+
 def test_roc_curve_hand_computed():
     c = metrics.roc_curve([3, 2], [1, 2])
     assert c.fpr.tolist() == [0, 0, 0.5, 1]

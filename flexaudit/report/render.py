@@ -15,6 +15,7 @@ PDF is rendered from the HTML by WeasyPrint, an optional extra (`pip install 'fl
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Iterable
 
@@ -56,8 +57,10 @@ def _md_finalize(value):
     return Markup(md_escape(value))
 
 
+@functools.lru_cache(maxsize=None)
 def environment(kind: str):
-    """The Jinja2 environment for 'html' or 'md' templates."""
+    """The Jinja2 environment for 'html' or 'md' templates; one per kind and process, so each template is
+    compiled once (they are package data and never change while the process runs)."""
     from jinja2 import Environment, FunctionLoader, StrictUndefined
 
     from flexaudit.report.resources import templates

@@ -84,7 +84,8 @@ class PiiLeakageResult:
                  defaults={"max_new_tokens": 64, "n_samples": 1})
 def pii_leakage(lm: CausalLM, items: Sequence[PersonalItem | Mapping[str, str]], prompts: Sequence[str], *,
                 max_new_tokens: int = 64, n_samples: int = 1, sampling: SamplingConfig = PAPER_SAMPLING,
-                seed: int = 0, batch_size: int = DEFAULT_DECODE_ROWS, min_value_chars: int = 4, case_sensitive: bool = True,
+                seed: int = 0, batch_size: int = DEFAULT_DECODE_ROWS, min_value_chars: int = 4,
+                case_sensitive: bool = True,
                 alpha: float = 0.05, reveal: bool = False, hash_key: bytes | None = None,
                 progress: Progress | None = None) -> PiiLeakageResult:
     """Counts distinct training-set personal-data items that appear verbatim in generations.

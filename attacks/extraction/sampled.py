@@ -65,7 +65,8 @@ class SampledExtractionResult:
 def sampled_extraction(lm: CausalLM, texts: Sequence[str], *, prefix_len: int = 32, window_len: int = 128,
                        n_samples: int = 10, sampling: SamplingConfig = PAPER_SAMPLING, threshold: float = 0.9,
                        offset: str | int = "random", seed: int = 0, batch_size: int = DEFAULT_DECODE_ROWS,
-                       alpha: float = 0.05, reveal: bool = False, progress: Progress | None = None) -> SampledExtractionResult:
+                       alpha: float = 0.05, reveal: bool = False,
+                       progress: Progress | None = None) -> SampledExtractionResult:
     """Samples continuations of random-offset prefixes; extracted if any is >= threshold similar.
 
     Raises:

@@ -312,7 +312,7 @@ def generate_cmd(
 
 def demo_cmd(
     workdir: Annotated[Path, typer.Option(help="Where every artifact goes.")] = Path("demo-output"),
-    quick: Annotated[bool, typer.Option(help="A small version (tiny models, fewer steps) for tests.")] = False,
+    quick: Annotated[bool, typer.Option(help="The short version: fewer documents, steps and audited members (what the tests run).")] = False,
     preset: Annotated[Optional[PresetChoice], typer.Option(help="Model size instead of the plan's (mini).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON only.")] = False,
     device: DeviceOption = "cpu",

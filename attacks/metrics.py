@@ -175,11 +175,11 @@ def bootstrap_auc_ci(member_scores, nonmember_scores, *, n_boot: int = 1000, alp
     """
     m, n = _scores(member_scores, nonmember_scores)
     rng = np.random.default_rng(seed)
-    picks = [(rng.integers(0, m.size, m.size), rng.integers(0, n.size, n.size)) for _ in range(n_boot)]
     aucs = np.empty(n_boot)
     block = max(1, 2_000_000 // (m.size + n.size))  # resamples ranked at once: about 16 MB of float64
     for start in range(0, n_boot, block):
-        rows = picks[start:start + block]
+        rows = [(rng.integers(0, m.size, m.size), rng.integers(0, n.size, n.size))
+                for _ in range(min(block, n_boot - start))]
         both = np.concatenate([np.stack([m[i] for i, _ in rows]), np.stack([n[j] for _, j in rows])], axis=1)
         ranks = stats.rankdata(both, axis=1)  # (rows, m + n), average ranks: ties count 1/2
         u = ranks[:, :m.size].sum(axis=1) - m.size * (m.size + 1) / 2

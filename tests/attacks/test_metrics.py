@@ -68,10 +68,11 @@ def test_bootstrap_ci_is_seeded_and_brackets_the_estimate():
     assert (perfect.low, perfect.high) == (1.0, 1.0)
 
 
-def test_bootstrap_ranks_blocks_of_resamples_as_one_auc_per_resample_would():
+@pytest.mark.parametrize("sizes", [(37, 29), (3000, 3000)])  # one block of resamples; two (333 per block)
+def test_bootstrap_ranks_blocks_of_resamples_as_one_auc_per_resample_would(sizes):
     # the vectorised bootstrap against its definition: one roc_auc per resample, drawn in the same order
     rng = np.random.default_rng(7)
-    m, n = rng.integers(0, 6, 37).astype(float), rng.integers(0, 6, 29).astype(float)  # many ties
+    m, n = rng.integers(0, 6, sizes[0]).astype(float), rng.integers(0, 6, sizes[1]).astype(float)  # many ties
     draws = np.random.default_rng(11)
     aucs = []
     for _ in range(400):

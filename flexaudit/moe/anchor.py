@@ -86,7 +86,7 @@ PRESETS = {
     "tiny": Preset(vocab_size=512, hidden_size=64, intermediate_size=192, num_layers=2, num_heads=4, seq_len=64, steps=150, batch_size=16, lr=3e-3),
     # the demo's: narrow, 2 layers, a 64-token context and large steps; learns the built-in domains in seconds
     "mini": Preset(vocab_size=1024, hidden_size=96, intermediate_size=288, num_layers=2, num_heads=4, seq_len=64, steps=400, batch_size=32, lr=5e-3),
-    # the demo's before issue 14 (1,031 s for the whole demo on 2 cores at 241 GFLOP/s)
+    # the demo's until issue 14's speed work (1,031 s for the whole demo on 2 cores at 241 GFLOP/s)
     "small": Preset(vocab_size=2048, hidden_size=128, intermediate_size=384, num_layers=4, num_heads=4, seq_len=128, steps=900, batch_size=16, lr=2e-3),
     # twice the width of small (measured on 2 cores: the demo 1,223 s against 512 s with small)
     "medium": Preset(vocab_size=2048, hidden_size=256, intermediate_size=768, num_layers=4, num_heads=4, seq_len=128, steps=900, batch_size=16, lr=2e-3),

@@ -54,6 +54,7 @@ class Compared:
     directory: Path
     experts: tuple[str, ...]  # expert slots, public first ("public" alone for anchor and dense)
     digest: str | None = None  # root digest of the artifact it came from, where there is one
+    same_as: str | None = None  # "anchor" or "expert": the same weights as a model the audit attacked already
 
 
 @contextlib.contextmanager
@@ -61,7 +62,9 @@ def extra_models(package, anchor, *, dense_baseline: Path | None, pool_experts: 
                  placement: Placement = CPU_FLOAT32) -> Iterator[list[Compared]]:
     """The models beyond anchor and anchor + expert: the dense baseline (if given) and the merged pool with and
     without this expert (if the pool's other experts are given, possibly none). Pools are composed in memory
-    exactly as `flexaudit merge` composes them and written to temporary checkpoints for the attack library."""
+    exactly as `flexaudit merge` composes them and written to temporary checkpoints for the attack library; a pool
+    of this expert alone is anchor + expert (top-k 2 of 2, as the audit composes it) and a pool without any expert
+    is the anchor, so those two are neither composed nor written but marked `same_as`."""
     models: list[Compared] = []
     with contextlib.ExitStack() as stack:
         if dense_baseline is not None:
@@ -69,8 +72,6 @@ def extra_models(package, anchor, *, dense_baseline: Path | None, pool_experts: 
                                         anchor_root_digest=anchor.root_digest)
             models.append(Compared("dense fine-tune", "dense", dense.directory, (PUBLIC,), dense.root_digest))
         if pool_experts is not None:
-            if anchor.model is None:  # the audit checks packages against the anchor without its weights
-                anchor = load_anchor(anchor.directory, placement=placement)
             others = [load_package(p, anchor=anchor) for p in pool_experts]
             others = [p for p in others if p.root_digest != package.root_digest]
             clash = [p.name for p in others if p.name == package.name]
@@ -79,8 +80,14 @@ def extra_models(package, anchor, *, dense_baseline: Path | None, pool_experts: 
                                  "the pool without it")
             for label, kind, members in (("merged pool", "pool", [*others, package]),
                                          (f"merged pool without {package.name}", "opt-out", others)):
-                model = compose(anchor, members) if members else anchor.model
                 names = (PUBLIC, *(p.name for p in members))
+                if not others:  # the pool of this expert alone, and that pool without it
+                    same_as, directory = ("expert", package.directory) if members else ("anchor", anchor.directory)
+                    models.append(Compared(label, kind, directory, names, same_as=same_as))
+                    continue
+                if anchor.model is None:  # the audit checks packages against the anchor without its weights
+                    anchor = load_anchor(anchor.directory, placement=placement)
+                model = compose(anchor, members)
                 tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="flexaudit-compare-"))
                 write_hf_checkpoint(Path(tmp), model, tokenizer_from=anchor.directory,
                                     extra_config={"expert_names": list(names)})
@@ -167,15 +174,12 @@ def compare(package, anchor, extraction: dict[str, list], *, dense_baseline: Pat
                       by_id(extraction["anchor"]), key)]
     own = table_row(Compared(f"anchor + {package.name}", "expert", package.directory, (PUBLIC, package.name),
                              package.root_digest), by_id(extraction["target"]), key)
-    # The first expert's pool is anchor + expert itself (composed the same way, top-k 2 of 2) and that pool
-    # without it is the anchor: those rows take the audit's own results instead of attacking the same model again.
-    same_model = {("opt-out", (PUBLIC,)): by_id(extraction["anchor"]),
-                  ("pool", (PUBLIC, package.name)): by_id(extraction["target"])}
+    audited = {"anchor": by_id(extraction["anchor"]), "expert": by_id(extraction["target"])}
     with extra_models(package, anchor, dense_baseline=dense_baseline, pool_experts=pool_experts,
                       placement=placement) as models:
         for model in models:
-            if (model.kind, model.experts) in same_model:  # attacked already: the same weights, the same results
-                rows.append(table_row(model, same_model[model.kind, model.experts], key))
+            if model.same_as is not None:  # attacked already: the same weights, the same results
+                rows.append(table_row(model, audited[model.same_as], key))
                 continue
             lm = attacks.load_causal_lm(model.directory, name=model.label, device=placement.device,
                                         dtype=placement.dtype, shard=shard)  # split under torchrun, as the audit's

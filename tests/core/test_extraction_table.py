@@ -121,7 +121,7 @@ def test_in_a_pool_of_one_the_pool_is_the_expert_and_opting_out_is_exactly_the_a
     ids = torch.randint(2, anchor.config.vocab_size, (3, 40), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         target = open_model(clinical_expert, anchor_dir=tiny_anchor)[0](ids)  # what the audit attacks
-        assert torch.equal(compose(anchor, [package])(ids), target)  # the pool of one, as extra_models builds it
+        assert torch.equal(compose(anchor, [package])(ids), target)  # the pool of one, as merge composes it
         assert not torch.equal(anchor.model(ids), target)
     options = AuditOptions(**{**SMALL.__dict__, "pool_experts": ()})
     run_audit(clinical_expert, anchor_dir=tiny_anchor, out=tmp_path / "a", options=options)

@@ -1,3 +1,4 @@
 from flexaudit.cli import main
 
-main()
+if __name__ == "__main__":  # not when a worker process of flexaudit.jobs imports it
+    main()

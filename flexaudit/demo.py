@@ -34,6 +34,7 @@ from flexaudit.data import load_documents
 from flexaudit.data.builtin import write_domain
 from flexaudit.errors import FlexauditError, InputError
 from flexaudit.fsutil import atomic_write_json, atomic_write_text
+from flexaudit.jobs import Jobs
 from flexaudit.moe.anchor import PRESETS, load_anchor, local_dir, train_anchor
 from flexaudit.moe.device import CPU_FLOAT32, Placement, dtype_name
 from flexaudit.moe.evaluate import perplexity
@@ -111,7 +112,8 @@ class DemoResult:
     audits: dict = field(default_factory=dict)  # per expert: headline figures, gate decision, pool outcome
     pool: dict = field(default_factory=dict)
     extraction: dict = field(default_factory=dict)  # per offered expert: its report's extraction table
-    seconds: dict[str, float] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)  # wall time of each step of the demo
+    job_seconds: dict[str, float] = field(default_factory=dict)  # each owner's training and audit on its own
     machine: dict = field(default_factory=dict)  # threads and the fp32 matmul peak measured at start and end
 
     def row(self, label: str) -> Row:
@@ -130,6 +132,7 @@ class DemoResult:
             "extraction": self.extraction,
             "artifacts": self.artifacts,
             "seconds": self.seconds,
+            "job_seconds": self.job_seconds,
             "machine": self.machine,
         }
 
@@ -210,9 +213,12 @@ def run_demo(
     preset: str | None = None,
     placement: Placement = CPU_FLOAT32,
     progress: Progress = NULL_PROGRESS,
+    jobs: int | None = None,
 ) -> DemoResult:
     """The whole main job on built-in data, every model on `placement`. `preset` replaces the plan's model size
-    (the anchor presets)."""
+    (the anchor presets). `jobs`: worker processes for the steps that do not depend on each other (the owners'
+    training, their audits, the evaluation; see flexaudit.jobs); None: one per core, up to four, on a CPU, and
+    1 (everything in this process) on another device."""
     import torch
 
     plan = plan or (DemoPlan.quick() if quick else DemoPlan.full())
@@ -220,10 +226,12 @@ def run_demo(
         if preset not in PRESETS:
             raise InputError(f"unknown preset {preset!r}: choose one of {', '.join(PRESETS)}")
         plan = replace(plan, preset=preset)
+    workers, threads = _workers(jobs, placement)
     workdir = Path(workdir)
     _prepare_workdir(workdir)
     machine = {"threads": torch.get_num_threads(), "cpus": os.cpu_count(), "device": str(placement.device),
-               "dtype": dtype_name(placement.dtype), "matmul_gflops_at_start": _machine_peak()}
+               "dtype": dtype_name(placement.dtype), "workers": workers, "threads_per_worker": threads,
+               "matmul_gflops_at_start": _machine_peak()}
     seconds: dict[str, float] = {}
     began = time.perf_counter()
 
@@ -231,84 +239,56 @@ def run_demo(
         seconds[name] = round(time.perf_counter() - since, 1)
         return time.perf_counter()
 
-    # 1. data: one file per domain, as each owner would hold it
-    data = workdir / "data"
-    domains = ["public", *EXPERT_DOMAINS]
-    progress.note(f"[1/{STEPS}] writing the built-in corpus ({plan.documents} documents per domain) to {data}")
-    for d in domains:
-        write_domain(d, data / f"{d}.jsonl", n_documents=plan.documents, seed=plan.seed)
-    public_data = data / "public.jsonl"
-    t = lap("data", began)
+    with Jobs(workers, threads=threads, progress=progress) as work:
+        # 1. data: one file per domain, as each owner would hold it
+        data = workdir / "data"
+        domains = ["public", *EXPERT_DOMAINS]
+        progress.note(f"[1/{STEPS}] writing the built-in corpus ({plan.documents} documents per domain) to {data}")
+        for d in EXPERT_DOMAINS:  # in the workers, while this process builds the public prose (the longest)
+            work.submit(f"data {d}", _write_data, d, data / f"{d}.jsonl", n_documents=plan.documents, seed=plan.seed)
+        write_domain("public", data / "public.jsonl", n_documents=plan.documents, seed=plan.seed)
+        for d in EXPERT_DOMAINS:
+            work.result(f"data {d}")
+        public_data = data / "public.jsonl"
+        t = lap("data", began)
 
-    # 2. the public anchor
-    anchor_dir = workdir / "anchor"
-    progress.note(f"[2/{STEPS}] training the public anchor ({plan.preset}) on {public_data}")
-    train_anchor([public_data], anchor_dir, preset=plan.preset, steps=plan.anchor_steps, seed=plan.seed,
-                 router_init=plan.router_init, overwrite=True, placement=placement, progress=progress)
-    t = lap("anchor", t)
+        # 2. the public anchor, in this process with every thread: nothing else can run yet
+        anchor_dir = workdir / "anchor"
+        progress.note(f"[2/{STEPS}] training the public anchor ({plan.preset}) on {public_data}")
+        train_anchor([public_data], anchor_dir, preset=plan.preset, steps=plan.anchor_steps, seed=plan.seed,
+                     router_init=plan.router_init, overwrite=True, placement=placement, progress=progress)
+        t = lap("anchor", t)
 
-    # 3. one expert per owner, each with its own private state; clinical also with DP; a careless owner
-    experts: dict[str, Path] = {}
-    for i, d in enumerate(EXPERT_DOMAINS, start=1):
-        progress.note(f"[3/{STEPS}] owner {i} of {len(EXPERT_DOMAINS)} trains the {d} expert on {data / f'{d}.jsonl'}")
-        experts[d] = workdir / "experts" / d
-        train_expert(anchor_dir=anchor_dir, data=data / f"{d}.jsonl", name=d, out=experts[d],
-                     options=_expert_options(plan), subject_field=None if d == "code" else "subject",
-                     public_data=public_data if plan.public_negatives else None, overwrite=True, progress=progress,
-                     home=workdir / "owners" / d, placement=placement)
-    t = lap("experts", t)
-    dp_name = f"{DP_DOMAIN}-dp"
-    progress.note(f"[3/{STEPS}] the {DP_DOMAIN} owner trains a differentially private expert (target epsilon 8, "
-                  "one patient = one unit)")
-    experts[dp_name] = workdir / "experts" / dp_name
-    dp_trained = train_expert(
-        anchor_dir=anchor_dir, data=data / f"{DP_DOMAIN}.jsonl", name=dp_name, out=experts[dp_name],
-        options=_expert_options(plan, steps=plan.dp_steps, batch_size=plan.dp_batch, lr=plan.dp_lr,
-                                dp=DPOptions(target_epsilon=8.0, unit="subject", max_windows=2)),
-        subject_field="subject", public_data=public_data if plan.public_negatives else None, overwrite=True,
-        progress=progress, home=workdir / "owners" / DP_DOMAIN, placement=placement)
-    t = lap("dp_expert", t)
-    experts[LEAKY] = _train_leaky(workdir, plan, anchor_dir, data, public_data, placement, progress)
-    t = lap("leaky_expert", t)
-    offered = [*EXPERT_DOMAINS, LEAKY]  # the DP expert is shown, not offered
+        # 3-4. one expert per owner, each with its own private state; clinical also with DP; a careless owner;
+        # and each offering owner's dense baseline (the extraction table's comparison; never shared)
+        experts, dense, trained = _train_owners(work, workdir, plan, anchor_dir, data, public_data, placement, progress)
+        dp_name = f"{DP_DOMAIN}-dp"
+        offered = [*EXPERT_DOMAINS, LEAKY]  # the DP expert is shown, not offered
+        t = lap("experts", t)
 
-    # 4. the owners' dense baselines (the extraction table's comparison; never shared)
-    dense: dict[str, Path] = {}
-    if plan.dense_baselines:
-        from flexaudit.moe.dense import default_location, train_dense_baseline
+        # 5. audits, reports and the gate; the pool admits, in turn, only experts whose audit passes
+        policy_path = _policy_file(workdir, plan)
+        registry, audits, pool_record = _apply(work, workdir, plan, anchor_dir, experts, offered, dense, policy_path,
+                                               placement, progress)
+        audits = {name: audits[name] for name in [*EXPERT_DOMAINS, dp_name, LEAKY]}
+        t = lap("audits", t)
 
-        for name in offered:
-            progress.note(f"[4/{STEPS}] the {_owner(name)} owner fine-tunes the whole anchor on the same documents "
-                          f"(the dense baseline of {name}, kept in {local_dir(experts[name])})")
-            dense[name] = train_dense_baseline(experts[name], anchor_dir=anchor_dir,
-                                               out=default_location(experts[name]), overwrite=True,
-                                               placement=placement, progress=progress).directory
-    t = lap("dense_baselines", t)
+        # 6. merge the admitted experts
+        from flexaudit.pool import pool_members
 
-    # 5. audits, reports and the gate; the pool admits, in turn, only experts whose audit passes
-    policy_path = _policy_file(workdir, plan)
-    registry, audits, pool_record = _apply(workdir, plan, anchor_dir, experts, offered, dense, policy_path, placement,
-                                           progress)
-    audits.update(_audit_one(workdir, plan, dp_name, experts[dp_name], anchor_dir, policy_path, placement, progress))
-    audits = {name: audits[name] for name in [*EXPERT_DOMAINS, dp_name, LEAKY]}
-    t = lap("audits", t)
+        pool_dir = workdir / "pool"
+        progress.note(f"[6/{STEPS}] merging the pool's admitted experts into {pool_dir}")
+        pool = merge(anchor_dir, pool_members(registry), pool_dir, top_k=plan.top_k, tune_router=plan.tune_router,
+                     public_data=public_data if plan.tune_router else None, overwrite=True, placement=placement,
+                     progress=progress)
+        pool_record["merged"] = str(pool.directory)
+        pool_record["merged_experts"] = pool.expert_names
+        t = lap("merge", t)
 
-    # 6. merge the admitted experts
-    from flexaudit.pool import pool_members
-
-    pool_dir = workdir / "pool"
-    progress.note(f"[6/{STEPS}] merging the pool's admitted experts into {pool_dir}")
-    pool = merge(anchor_dir, pool_members(registry), pool_dir, top_k=plan.top_k, tune_router=plan.tune_router,
-                 public_data=public_data if plan.tune_router else None, overwrite=True, placement=placement,
-                 progress=progress)
-    pool_record["merged"] = str(pool.directory)
-    pool_record["merged_experts"] = pool.expert_names
-    t = lap("merge", t)
-
-    # 7. the table: held-out text per domain (the anchor's holdout for public prose)
-    rows, in_pool = _method_table(plan, anchor_dir, experts, dp_name, pool, domains, placement, progress)
-    t = lap("evaluation", t)
-    dp_block = dp_trained.manifest["privacy"]
+        # 7. the table: held-out text per domain (the anchor's holdout for public prose)
+        rows, in_pool = _method_table(work, plan, anchor_dir, experts, dp_name, pool, domains, placement, progress)
+        t = lap("evaluation", t)
+    dp_block = trained[dp_name]["privacy"]
     privacy = {
         "expert": dp_name, "epsilon": dp_block["epsilon"], "delta": dp_block["delta"], "unit": dp_block["unit"],
         "accountant": dp_block["accountant"]["name"], "cross_check": dp_block["cross_check"]["reference_epsilon"],
@@ -319,8 +299,10 @@ def run_demo(
     }
     extraction = {name: {"table": audits[name].pop("extraction_table"), "report": audits[name]["report"]}
                   for name in offered if audits[name].get("extraction_table")}
-    for a in audits.values():
+    job_seconds = {name: m["seconds"] for name, m in trained.items()}
+    for name, a in audits.items():
         a.pop("extraction_table", None)
+        job_seconds[f"audit {name}"] = a.pop("seconds")
 
     result = DemoResult(
         workdir=workdir,
@@ -345,6 +327,7 @@ def run_demo(
         pool=pool_record,
         extraction=extraction,
         seconds=seconds,
+        job_seconds=job_seconds,
         machine=machine,
     )
     progress.note(f"[8/{STEPS}] writing {workdir / 'index.html'}")
@@ -374,21 +357,85 @@ def _careless_file(domain_file: Path, n_records: int) -> list[str]:
     return [r for r, s in zip(rows, subjects) if s in chosen]
 
 
-def _train_leaky(workdir, plan, anchor_dir, data, public_data, placement, progress) -> Path:
-    """A careless owner: a few customers' records, many passes over them at a high learning rate, and none of
-    the method's pull towards the public expert (ExpertOptions.anchor_weight)."""
-    small = data / f"{LEAKY}.jsonl"
-    rows = _careless_file(data / "finance.jsonl", plan.leaky_documents)
-    progress.note(f"[3/{STEPS}] a careless owner overfits an expert on {len(rows)} records of its customers with the "
-                  "most records")
-    atomic_write_text(small, "\n".join(rows) + "\n")
-    out = workdir / "experts" / LEAKY
-    train_expert(anchor_dir=anchor_dir, data=small, name=LEAKY, out=out,
-                 options=_expert_options(plan, steps=plan.leaky_steps, lr=plan.leaky_lr,
-                                         holdout_fraction=plan.leaky_holdout, anchor_weight=plan.leaky_anchor_weight),
-                 subject_field="subject", public_data=public_data if plan.public_negatives else None,
-                 overwrite=True, progress=progress, home=workdir / "owners" / LEAKY, placement=placement)
-    return out
+def _workers(jobs: int | None, placement: Placement) -> tuple[int, int]:
+    """(worker processes, torch threads in each): on a CPU one worker per core, up to four (the most steps
+    that run side by side), on another device one (every step in this process)."""
+    import torch
+
+    cores = torch.get_num_threads()
+    if jobs is None:
+        jobs = min(4, cores) if placement.device.type == "cpu" else 1
+    if jobs < 1:
+        raise InputError(f"--jobs must be at least 1, got {jobs}")
+    return jobs, max(1, cores // jobs)
+
+
+def _write_data(domain: str, path: Path, *, n_documents: int, seed: int, progress: Progress) -> int:
+    return write_domain(domain, path, n_documents=n_documents, seed=seed)
+
+
+def _timed(fn, *args, note: str, progress: Progress, **kwargs) -> tuple:
+    progress.note(note)
+    began = time.perf_counter()
+    out = fn(*args, progress=progress, **kwargs)
+    return out, round(time.perf_counter() - began, 1)
+
+
+def _train_job(note: str, *, progress: Progress, **kwargs) -> dict:
+    """One owner's expert (flexaudit.privacy.train_expert's arguments): its manifest and the seconds it took."""
+    trained, seconds = _timed(train_expert, note=note, progress=progress, **kwargs)
+    return {"privacy": trained.manifest.get("privacy"), "seconds": seconds}
+
+
+def _dense_job(note: str, expert_dir: Path, *, progress: Progress, **kwargs) -> dict:
+    from flexaudit.moe.dense import default_location, train_dense_baseline
+
+    baseline, seconds = _timed(train_dense_baseline, expert_dir, note=note, progress=progress,
+                               out=default_location(expert_dir), **kwargs)
+    return {"directory": baseline.directory, "seconds": seconds}
+
+
+def _train_owners(work: Jobs, workdir, plan, anchor_dir, data, public_data, placement, progress):
+    """Every owner's expert, the clinical owner's DP expert and the careless owner's, then each offering owner's
+    dense baseline, side by side where they do not wait on each other: ({name: package}, {name: dense
+    baseline}, {job: its manifest's privacy block and seconds}). The DP expert waits for the clinical expert:
+    both write the clinical owner's privacy ledger."""
+    public = public_data if plan.public_negatives else None
+    careless = data / f"{LEAKY}.jsonl"
+    records = _careless_file(data / "finance.jsonl", plan.leaky_documents)
+    atomic_write_text(careless, "\n".join(records) + "\n")
+    experts = {name: workdir / "experts" / name for name in (*EXPERT_DOMAINS, f"{DP_DOMAIN}-dp", LEAKY)}
+    common = {"anchor_dir": anchor_dir, "overwrite": True, "placement": placement}
+    # longest first: the careless owner's many passes, then its dense baseline
+    work.submit(LEAKY, _train_job, f"[3/{STEPS}] a careless owner overfits an expert on {len(records)} records of its "
+                "customers with the most records (no pull towards the public expert)",
+                data=careless, name=LEAKY, out=experts[LEAKY], subject_field="subject", public_data=public,
+                home=workdir / "owners" / LEAKY, **common,
+                options=_expert_options(plan, steps=plan.leaky_steps, lr=plan.leaky_lr,
+                                        holdout_fraction=plan.leaky_holdout, anchor_weight=plan.leaky_anchor_weight))
+    for i, d in enumerate(EXPERT_DOMAINS, start=1):
+        work.submit(d, _train_job, f"[3/{STEPS}] owner {i} of {len(EXPERT_DOMAINS)} trains the {d} expert on "
+                    f"{data / f'{d}.jsonl'}", data=data / f"{d}.jsonl", name=d, out=experts[d],
+                    subject_field=None if d == "code" else "subject", public_data=public,
+                    home=workdir / "owners" / d, options=_expert_options(plan), **common)
+    dp_name = f"{DP_DOMAIN}-dp"
+    work.submit(dp_name, _train_job, f"[3/{STEPS}] the {DP_DOMAIN} owner trains a differentially private expert "
+                "(target epsilon 8, one patient = one unit)", after=[DP_DOMAIN],
+                data=data / f"{DP_DOMAIN}.jsonl", name=dp_name, out=experts[dp_name], subject_field="subject",
+                public_data=public, home=workdir / "owners" / DP_DOMAIN, **common,
+                options=_expert_options(plan, steps=plan.dp_steps, batch_size=plan.dp_batch, lr=plan.dp_lr,
+                                        dp=DPOptions(target_epsilon=8.0, unit="subject", max_windows=2)))
+    offered = [*EXPERT_DOMAINS, LEAKY] if plan.dense_baselines else []
+    for name in sorted(offered, key=lambda n: n != LEAKY):
+        work.submit(f"dense {name}", _dense_job, f"[4/{STEPS}] the {_owner(name)} owner fine-tunes the whole anchor "
+                    f"on the same documents (the dense baseline of {name}, kept in {local_dir(experts[name])})",
+                    experts[name], after=[name], **common)
+    trained = {name: work.result(name) for name in experts}
+    dense = {}
+    for name in offered:
+        done = work.result(f"dense {name}")
+        dense[name], trained[f"dense {name}"] = done["directory"], done
+    return experts, dense, trained
 
 
 def _owner(name: str) -> str:
@@ -398,12 +445,14 @@ def _owner(name: str) -> str:
 def _audit_one(workdir, plan, name: str, package: Path, anchor_dir: Path, policy_path: Path | None, placement,
                progress, *,
                dense: Path | None = None, pool_experts: tuple[Path, ...] | None = None) -> dict:
-    """Audit one expert, render its report and judge it: {name: headline figures, gate, report, table}."""
+    """Audit one expert, render its report and judge it: {name: headline figures, gate, report, table,
+    seconds}."""
     from flexaudit.gate.engine import run_gate
     from flexaudit.report import render_report
     from flexaudit.report.policy import load_policy
     from flexaudit.workflows import AuditOptions, run_audit
 
+    began = time.perf_counter()
     options = AuditOptions(max_documents=plan.audit_documents, extraction_documents=plan.audit_extraction,
                            samples_per_prefix=plan.audit_samples, pii_prompts=plan.audit_extraction,
                            seed=plan.seed, policy=policy_path, dense_baseline=dense, pool_experts=pool_experts)
@@ -422,20 +471,39 @@ def _audit_one(workdir, plan, name: str, package: Path, anchor_dir: Path, policy
                  "failing": failing},
         "report": str(rendered["html"]),
         "extraction_table": result.report["empirical"].get("extraction_comparison"),
+        "seconds": round(time.perf_counter() - began, 1),
     }}
 
 
-def _apply(workdir, plan, anchor_dir, experts, offered, dense, policy_path, placement, progress):
+def _apply(work: Jobs, workdir, plan, anchor_dir, experts, offered, dense, policy_path, placement, progress):
     """The owners apply to the pool one after another: each audit compares the expert with the pool it would
-    join (the experts admitted so far, plus it) and that pool without it; the pool admits it only on a pass."""
+    join (the experts admitted so far, plus it) and that pool without it; the pool admits it only on a pass.
+
+    The audits run side by side, each against the pool it would join if every owner before it were admitted;
+    an audit whose assumption turns out wrong (an earlier expert refused) is run again against the pool as it
+    is, so the outcome is the one-after-another outcome. The DP expert is audited too, but not offered."""
     from flexaudit.pool import admit, init_pool, pool_members
 
     registry = workdir / "pool-registry"
     init_pool(registry, policy_path=policy_path, anchor_dir=anchor_dir)
+
+    def audit(job: str, name: str, pool: tuple[Path, ...] | None, after: tuple[str, ...] = ()) -> None:
+        work.submit(job, _audit_one, workdir, plan, name, experts[name], anchor_dir, policy_path, placement,
+                    dense=dense.get(name), pool_experts=pool, after=after)
+
+    for i, name in enumerate(offered):
+        audit(f"audit {name}", name, tuple(experts[n] for n in offered[:i]))
+    dp_name = f"{DP_DOMAIN}-dp"
+    audit(f"audit {dp_name}", dp_name, None)
     audits, record = {}, {"admitted": [], "refused": {}}
-    for name in offered:
-        audits.update(_audit_one(workdir, plan, name, experts[name], anchor_dir, policy_path, placement, progress,
-                                 dense=dense.get(name), pool_experts=tuple(pool_members(registry))))
+    for i, name in enumerate(offered):
+        result = work.result(f"audit {name}")
+        if record["admitted"] != offered[:i]:
+            progress.note(f"[5/{STEPS}] the pool holds {', '.join(record['admitted']) or 'no expert'}, not every "
+                          f"expert before {name}: auditing {name} again against that pool")
+            audit(f"audit {name} again", name, tuple(pool_members(registry)))
+            result = work.result(f"audit {name} again")
+        audits.update(result)
         try:
             admit(registry, experts[name], workdir / "audits" / name)
             record["admitted"].append(name)
@@ -443,35 +511,52 @@ def _apply(workdir, plan, anchor_dir, experts, offered, dense, policy_path, plac
         except FlexauditError as exc:
             record["refused"][name] = {"exit_code": exc.exit_code, "reason": exc.message}
             progress.note(f"[5/{STEPS}] the pool refused {name}: {exc.message}")
+    audits.update(work.result(f"audit {dp_name}"))
     if not record["admitted"]:
         raise InputError("no expert passed its audit, so the pool is empty: see the gate results in "
                          f"{workdir / 'audits'}")
     return registry, audits, record
 
 
-def _method_table(plan, anchor_dir, experts, dp_name, pool, domains, placement,
+def _evaluate_job(label: str, what: tuple, anchor_dir: Path, holdout_files: dict[str, Path], documents: int,
+                  placement: Placement, *, progress: Progress) -> dict[str, float]:
+    """Held-out perplexity per domain of one model of the method's table: `what` is ("anchor",),
+    ("expert", package) or ("pool", merged directory, experts opted out)."""
+    anchor = load_anchor(anchor_dir, placement=placement)
+    if what[0] == "anchor":
+        model = anchor.model
+    elif what[0] == "expert":
+        model = compose(anchor, [load_package(what[1], anchor=anchor)], top_k=2)
+    else:
+        model = open_model(what[1], exclude=list(what[2]), placement=placement)[0]
+    scores = {}
+    for d, path in holdout_files.items():
+        texts = [doc.text for doc in load_documents(path)][:documents]
+        scores[d] = round(perplexity(model, anchor.tokenizer, texts).perplexity, 3)
+    return scores
+
+
+def _method_table(work: Jobs, plan, anchor_dir, experts, dp_name, pool, domains, placement,
                   progress) -> tuple[dict[str, Row], list[str]]:
     holdout_files = {"public": local_dir(anchor_dir) / "holdout.jsonl"} | {
         d: local_dir(experts[d]) / "holdout.jsonl" for d in EXPERT_DOMAINS
     }
-    holdout = {d: [doc.text for doc in load_documents(p)][: plan.eval_documents] for d, p in holdout_files.items()}
-    anchor = load_anchor(anchor_dir, placement=placement)
-    models = {"anchor": ("anchor", anchor.model)}
+    models = {"anchor": ("anchor", ("anchor",))}
     for d in [*EXPERT_DOMAINS, dp_name]:
-        models[f"anchor + {d}"] = ("expert", compose(anchor, [load_package(experts[d], anchor=anchor)], top_k=2))
-    models["merged pool"] = ("pool", open_model(pool.directory, placement=placement)[0])
+        models[f"anchor + {d}"] = ("expert", ("expert", experts[d]))
+    models["merged pool"] = ("pool", ("pool", pool.directory, ()))
     in_pool = [d for d in EXPERT_DOMAINS if d in pool.expert_names]
     for d in in_pool:
-        models[f"pool without {d}"] = ("opt-out", open_model(pool.directory, exclude=[d], placement=placement)[0])
+        models[f"pool without {d}"] = ("opt-out", ("pool", pool.directory, (d,)))
     progress.note(f"[7/{STEPS}] evaluating {len(models)} models on {len(domains)} held-out domains")
-    task = progress.task("evaluation", total=len(models) * len(domains))
+    for label, (_, what) in models.items():
+        work.submit(f"evaluate {label}", _evaluate_job, label, what, anchor_dir,
+                    {d: holdout_files[d] for d in domains}, plan.eval_documents, placement)
+    task = progress.task("evaluation", total=len(models))
     rows = {}
-    for label, (kind, model) in models.items():
-        scores = {}
-        for d in domains:
-            scores[d] = round(perplexity(model, anchor.tokenizer, holdout[d]).perplexity, 3)
-            task.advance(1)
-        rows[label] = Row(label=label, kind=kind, perplexity=scores)
+    for label, (kind, _) in models.items():
+        rows[label] = Row(label=label, kind=kind, perplexity=work.result(f"evaluate {label}"))
+        task.advance(1)
     task.close()
     return rows, in_pool
 

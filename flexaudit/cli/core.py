@@ -317,6 +317,7 @@ def demo_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON only.")] = False,
     device: DeviceOption = "cpu",
     dtype: DtypeOption = DtypeChoice.float32,
+    jobs: Annotated[Optional[int], typer.Option(help="Worker processes for the steps that run side by side (each owner's training and audit, the evaluation). Default: one per core, up to 4, on a CPU; 1 runs everything in this process.")] = None,
 ) -> None:
     """The whole main job on built-in data: anchor, experts (one with DP), audits, reports, the gate, the pool,
     merge, and the method's table with opt-out. A rerun in the same --workdir replaces its earlier outputs."""
@@ -327,7 +328,7 @@ def demo_cmd(
         placement = placement_of(device, dtype)
         with RichProgress() as progress:
             return run_demo(workdir, quick=quick, preset=preset.value if preset else None, placement=placement,
-                            progress=progress)
+                            progress=progress, jobs=jobs)
 
     result = guarded(run)
     if as_json:

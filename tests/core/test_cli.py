@@ -121,9 +121,14 @@ def test_anchor_import_refuses_pickle(tiny_anchor, tmp_path):
 
 @pytest.mark.slow
 def test_demo_quick(tmp_path):
-    result = invoke("demo", "--quick", "--workdir", tmp_path / "demo", "--json")
+    # two worker processes, as on a 2-core machine (the test session itself runs one torch thread)
+    result = invoke("demo", "--quick", "--workdir", tmp_path / "demo", "--json", "--jobs", "2")
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
+    assert report["machine"]["workers"] == 2
+    owners = ("code", "clinical", "finance", "clinical-dp", "finance-leaky")
+    assert set(report["job_seconds"]) == {*owners, *(f"audit {o}" for o in owners),
+                                          *(f"dense {o}" for o in owners if o != "clinical-dp")}
     labels = [r["label"] for r in report["rows"]]
     assert labels[0] == "anchor" and "merged pool" in labels
     assert {"anchor + code", "anchor + clinical", "anchor + finance", "anchor + clinical-dp"} <= set(labels)

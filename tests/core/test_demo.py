@@ -1,0 +1,46 @@
+"""The demo's orchestration, apart from its models: the owners' audits side by side, admitted in turn."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from flexaudit import demo
+from flexaudit.errors import PolicyViolation
+from flexaudit.jobs import Jobs
+
+
+@pytest.mark.parametrize("refused, again", [(set(), []), ({"b"}, ["c", "d"]), ({"a", "d"}, ["b", "c", "d"])])
+def test_each_audit_compares_the_pool_it_joins_even_when_an_earlier_owner_is_refused(monkeypatch, tmp_path, refused,
+                                                                                      again):
+    import flexaudit.pool as pool
+
+    offered = ["a", "b", "c", "d"]
+    experts = {name: tmp_path / name for name in [*offered, f"{demo.DP_DOMAIN}-dp"]}
+    audited: list[tuple[str, tuple | None]] = []
+    admitted: list[str] = []
+
+    def audit_one(workdir, plan, name, package, anchor_dir, policy_path, placement, progress, *, dense, pool_experts):
+        audited.append((name, pool_experts))
+        return {name: {"pool": pool_experts}}
+
+    def admit(registry, package, audit_dir):
+        if package.name in refused:
+            raise PolicyViolation(f"expert {package.name!r} refused")
+        admitted.append(package.name)
+
+    monkeypatch.setattr(demo, "_audit_one", audit_one)
+    monkeypatch.setattr(pool, "init_pool", lambda *a, **k: None)
+    monkeypatch.setattr(pool, "admit", admit)
+    monkeypatch.setattr(pool, "pool_members", lambda registry: [experts[n] for n in admitted])
+    with Jobs(1) as work:
+        _, audits, record = demo._apply(work, tmp_path, None, tmp_path / "anchor", experts, offered, {}, None, None,
+                                        demo.NULL_PROGRESS)
+    assert record["admitted"] == [n for n in offered if n not in refused]
+    assert set(record["refused"]) == refused
+    for i, name in enumerate(offered):  # the report kept is against the experts admitted before it
+        joined = tuple(experts[n] for n in offered[:i] if n not in refused)
+        assert audits[name]["pool"] == joined
+    assert [name for name, _ in audited[len(offered) + 1:]] == again  # audited again only where the guess was wrong
+    assert audits[f"{demo.DP_DOMAIN}-dp"]["pool"] is None  # shown, never offered

@@ -1,0 +1,131 @@
+"""flexaudit.jobs: independent jobs side by side in worker processes, with the caller's progress."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+
+import pytest
+
+from flexaudit.errors import FlexauditError, IntegrityError
+from flexaudit.jobs import Jobs
+
+
+class Recorder:
+    """A Progress that records what reaches it (from the relay thread, in worker mode)."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple] = []
+        self.lock = threading.Lock()
+
+    def note(self, message: str) -> None:
+        with self.lock:
+            self.events.append(("note", message))
+
+    def task(self, description: str, total: int | None = None):
+        recorder = self
+        with self.lock:
+            self.events.append(("task", description, total))
+
+        class Task:
+            def advance(self, n: int = 1, **fields) -> None:
+                with recorder.lock:
+                    recorder.events.append(("advance", description, n, fields))
+
+            def close(self) -> None:
+                with recorder.lock:
+                    recorder.events.append(("close", description))
+
+        return Task()
+
+
+def where(tag: str, *, progress) -> tuple[str, int, int]:
+    import torch
+
+    progress.note(f"{tag} runs")
+    task = progress.task(f"{tag} steps", total=2)
+    task.advance(1, status="half")
+    task.advance(1)
+    task.close()
+    return tag, os.getpid(), torch.get_num_threads()
+
+
+def write_after(path: str, text: str, delay: float, *, progress) -> str:
+    time.sleep(delay)
+    with open(path, "a") as fh:
+        fh.write(text)
+    return text
+
+
+def read(path: str, *, progress) -> str:
+    with open(path) as fh:
+        return fh.read()
+
+
+def refuse(*, progress) -> None:
+    raise IntegrityError("the package digest does not match: re-download it")
+
+
+def die(*, progress) -> None:
+    os._exit(9)
+
+
+def test_inline_jobs_run_in_this_process_in_order_with_the_callers_progress(tmp_path):
+    progress = Recorder()
+    with Jobs(1, progress=progress) as jobs:
+        jobs.submit("a", where, "a")
+        assert progress.events[0] == ("note", "a runs")  # ran at submit time
+        jobs.submit("b", write_after, str(tmp_path / "f"), "x", 0.0, after=["a"])
+        assert jobs.result("a")[1] == os.getpid()
+        assert jobs.result("b") == "x"
+    assert ("advance", "a steps", 1, {"status": "half"}) in progress.events
+
+
+def test_worker_jobs_run_elsewhere_after_their_prerequisites_and_forward_progress(tmp_path):
+    progress = Recorder()
+    path = str(tmp_path / "log")
+    with Jobs(2, threads=1, progress=progress) as jobs:
+        jobs.submit("slow write", write_after, path, "first;", 1.0)
+        jobs.submit("read", read, path, after=["slow write"])  # would fail or read nothing if it ran early
+        jobs.submit("a", where, "a")
+        jobs.submit("b", where, "b")
+        assert jobs.result("read") == "first;"
+        a, b = jobs.result("a"), jobs.result("b")
+    assert a[1] != os.getpid() and b[1] != os.getpid()
+    assert a[2] == b[2] == 1  # the workers' torch threads
+    events = progress.events
+    for tag in ("a", "b"):
+        assert ("note", f"{tag} runs") in events
+        assert events.index(("task", f"{tag} steps", 2)) < events.index(("advance", f"{tag} steps", 1, {"status": "half"}))
+        assert ("close", f"{tag} steps") in events
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_jobs_error_reaches_the_caller_and_its_dependents(workers, tmp_path):
+    with Jobs(workers) as jobs:
+        jobs.submit("refuse", refuse)
+        jobs.submit("after it", read, str(tmp_path / "never"), after=["refuse"])
+        for name in ("refuse", "after it"):
+            with pytest.raises(IntegrityError) as raised:
+                jobs.result(name)
+            assert raised.value.exit_code == 3 and "digest does not match" in raised.value.message
+
+
+def test_a_worker_that_dies_is_named_in_one_line():
+    with Jobs(2) as jobs:
+        jobs.submit("dies", die)
+        with pytest.raises(FlexauditError) as raised:
+            jobs.result("dies")
+    assert "'dies' stopped abruptly" in raised.value.message and "--jobs 1" in raised.value.message
+
+
+def test_names_are_checked():
+    with Jobs(1) as jobs:
+        jobs.submit("a", refuse)
+        with pytest.raises(ValueError, match="already submitted"):
+            jobs.submit("a", refuse)
+        with pytest.raises(ValueError, match="never submitted: z"):
+            jobs.submit("b", refuse, after=["z"])
+        with pytest.raises(ValueError, match="no job named"):
+            jobs.result("c")

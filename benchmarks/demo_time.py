@@ -46,7 +46,8 @@ def time_demo(kind: str) -> dict:
             "demo_matmul_gflops": result.get("machine", {}), "target_seconds_here": round(target, 1),
             "target_seconds_at_110_gflops": TARGET_SECONDS[kind], "meets_target": wall <= target,
             "seconds_scaled_to_110_gflops": round(wall * before / REFERENCE_GFLOPS, 1),
-            "phases_seconds": {k: round(v, 1) for k, v in result["seconds"].items()}}
+            "phases_seconds": {k: round(v, 1) for k, v in result["seconds"].items()},
+            "job_seconds": result.get("job_seconds", {})}  # each owner's training and audit, side by side
 
 
 def main() -> None:

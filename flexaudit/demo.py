@@ -63,10 +63,11 @@ class DemoPlan:
     dp_steps: int = 100
     dp_batch: int = 32  # expected units per DP step
     dp_lr: float = 5e-3
-    eval_documents: int = 100  # held-out documents per domain in the table
+    eval_documents: int = 50  # held-out documents per domain in the table
     audit_documents: int = 150  # members (and as many non-members) per audit
     audit_extraction: int = 50  # members attacked by each extraction attack (0 of 50: upper bound 0.07)
     audit_samples: int = 3  # samples per prefix in the sampled attack
+    audit_pii_prompts: int = 200  # prompts before personal data (about every occurrence in the careless file)
     leaky_documents: int = 60  # records of the careless owner's file (its customers with the most records)
     leaky_steps: int = 500
     leaky_lr: float = 2e-2
@@ -454,7 +455,7 @@ def _audit_one(workdir, plan, name: str, package: Path, anchor_dir: Path, policy
 
     began = time.perf_counter()
     options = AuditOptions(max_documents=plan.audit_documents, extraction_documents=plan.audit_extraction,
-                           samples_per_prefix=plan.audit_samples, pii_prompts=plan.audit_extraction,
+                           samples_per_prefix=plan.audit_samples, pii_prompts=plan.audit_pii_prompts,
                            seed=plan.seed, policy=policy_path, dense_baseline=dense, pool_experts=pool_experts)
     compared = " and the extraction table" if dense is not None or pool_experts is not None else ""
     progress.note(f"[5/{STEPS}] auditing {name}: anchor + {name} against the anchor alone{compared}")

@@ -127,6 +127,16 @@ def _pii_prompts(members: list[str], limit: int, seed: int) -> tuple[list[dict],
     return [{"category": c, "value": v} for c, v in items], chosen, categories
 
 
+def _pii_new_tokens(tokenizer, items: list[dict], context: int) -> int:
+    """Tokens each personal-data prompt may generate: at least 32, and room for the longest item's value plus
+    4 (it may tokenise differently after its prompt), within half the context (the prompt keeps the rest). A
+    budget shorter than a value can never reproduce it: with 16 tokens, measured on the demo's careless owner
+    (a 1,024-token vocabulary spells an IBAN in 22-24 tokens, a card number in 16-19), its dense fine-tune leaked
+    3 of 75 items; with 32, 10 (every IBAN among them)."""
+    longest = max((len(tokenizer(it["value"], add_special_tokens=False)["input_ids"]) for it in items), default=0)
+    return min(context // 2, max(32, longest + 4))
+
+
 def _last_tokens(tokenizer, text: str, n: int) -> str:
     ids = tokenizer(text, add_special_tokens=False)["input_ids"]
     return text if len(ids) <= n else tokenizer.decode(ids[-n:])
@@ -251,7 +261,7 @@ def run_attacks(
         if canary_file.is_file():
             canaries = [attacks.Canary.from_dict(c) for c in json.loads(canary_file.read_text())["canaries"]]
         items, prompts, categories = _pii_prompts(member_texts, options.pii_prompts, options.seed)
-        pii_new_tokens = min(32, context // 4)
+        pii_new_tokens = _pii_new_tokens(anchor.tokenizer, items, context)
         prompts = [_last_tokens(anchor.tokenizer, p, context - pii_new_tokens) for p in prompts]
         for side, lm in (("target", target), ("anchor", reference)):
             runs = extraction[side]

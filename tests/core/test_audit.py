@@ -152,3 +152,16 @@ def test_unusable_audit_texts_are_skipped_counted_and_shown(tiny_anchor, clinica
     render_report(out, ("html", "md"))
     for kind in ("html", "md"):
         assert "2 texts skipped as unusable (2 fewer than 2 tokens)" in (out / f"report.{kind}").read_text(), kind
+
+
+@pytest.mark.parametrize("longest, context, budget", [(0, 64, 32), (28, 64, 32), (40, 256, 44), (200, 256, 128),
+                                                      (10, 32, 16)])
+def test_personal_data_prompts_leave_room_for_the_longest_value(longest, context, budget):
+    """A budget shorter than a value can never reproduce it (an IBAN is 22-24 tokens of the demo's vocabulary)."""
+    from flexaudit.audit.run import _pii_new_tokens
+
+    def characters(text, add_special_tokens=True):  # one token per character
+        return {"input_ids": list(text.encode())}
+
+    items = [{"category": "iban", "value": "x" * longest}] if longest else []
+    assert _pii_new_tokens(characters, items, context) == budget

@@ -585,8 +585,11 @@ def _policy_file(workdir: Path, plan: DemoPlan) -> Path | None:
 def machine_text(m: dict) -> str:
     """The yardstick printed beside the demo's times: the fp32 matmul peak measured at its start and end."""
     threads = f"{m['threads']} thread{'s' if m['threads'] != 1 else ''}"
+    workers = m.get("workers", 1)
+    side_by_side = (f"; {workers} worker processes of {m['threads_per_worker']} thread"
+                    f"{'s' if m['threads_per_worker'] != 1 else ''}" if workers > 1 else "")
     return (f"{m['matmul_gflops_at_start']:.0f} GFLOP/s at the start, {m['matmul_gflops_at_end']:.0f} at the end "
-            f"({threads}, {m.get('device', 'cpu')} {m.get('dtype', 'float32')})")
+            f"({threads}, {m.get('device', 'cpu')} {m.get('dtype', 'float32')}{side_by_side})")
 
 
 def _figure_text(f: dict | None) -> str:

@@ -13,6 +13,7 @@ import json
 
 import pytest
 import torch
+from attacks.metrics import rate
 
 from flexaudit.moe.expert import ExpertOptions
 from flexaudit.privacy.expert_training import DPOptions, train_expert
@@ -98,7 +99,14 @@ def test_overfit_expert_leaks_and_the_anchor_does_not(leaky, anchor, tmp_path):
     assert abs(_auc(report, "FA-MIA-LOSS", "anchor") - 0.5) <= 0.05
     disc = report["empirical"]["extraction"]["attacks"]["FA-EXT-DISC"]
     assert disc["target"]["mean_token_match"] > disc["anchor"]["mean_token_match"] + 0.1
-    assert disc["target"]["exact"]["k"] > disc["anchor"]["exact"]["k"]
+    # Whole 32-token suffixes are rarely reproduced at this size: 1, 2 and 0 of 56 members with three fixed owner
+    # keys, 0 with one test session's key (the key draws the canaries, so the training data differs per session),
+    # so their count against the anchor's 0 is a coin toss. Near-verbatim reproduction is not: members with at
+    # least half of their suffix reproduced, measured 19 of 56 with two keys against the anchor's 0; the
+    # intervals must be apart.
+    half = {side: rate(k=sum((d["token_match"] or 0) >= 0.5 for d in disc[side]["per_document"]),
+                       n=disc[side]["n_documents"]) for side in ("target", "anchor")}
+    assert half["target"].ci.low > half["anchor"].ci.high
     canary = report["empirical"]["extraction"]["attacks"]["FA-EXT-CANARY"]["target"]
     assert canary["epsilon_one_run"]["epsilon"] > 0.5  # repeated canaries: clearly positive
 

@@ -19,8 +19,8 @@ are spawned, never forked (a fork copies the parent's OpenMP thread pool in a br
 when it is submitted, so results match a plain sequential program (up to the thread count).
 
 `result` re-raises a job's exception (a FlexauditError keeps its one-line message and exit code); a job
-whose prerequisite failed raises that failure; a worker that died (killed, out of memory) raises
-FlexauditError naming the job.
+whose prerequisite failed raises that failure; a worker that died (killed, out of memory) fails every job
+not yet finished, each with a FlexauditError that names it.
 """
 
 from __future__ import annotations
@@ -88,8 +88,8 @@ class Jobs:
         try:
             return self._futures[name].result()
         except BrokenProcessPool:
-            raise FlexauditError(f"the worker process running {name!r} stopped abruptly (killed, or out of memory): "
-                                 "rerun with --jobs 1 to run every step in one process") from None
+            raise FlexauditError(f"a worker process stopped abruptly (killed, or out of memory) before {name!r} "
+                                 "finished: rerun with --jobs 1 to run every step in one process") from None
 
     def _start_ready(self) -> None:
         for name, (fn, args, kwargs, after) in list(self._held.items()):

@@ -130,9 +130,9 @@ def _pii_prompts(members: list[str], limit: int, seed: int) -> tuple[list[dict],
 def _pii_new_tokens(tokenizer, items: list[dict], context: int) -> int:
     """Tokens each personal-data prompt may generate: at least 32, and room for the longest item's value plus
     4 (it may tokenise differently after its prompt), within half the context (the prompt keeps the rest). A
-    budget shorter than a value can never reproduce it: with 16 tokens, measured on the demo's careless owner
-    (a 1,024-token vocabulary spells an IBAN in 22-24 tokens, a card number in 16-19), its dense fine-tune leaked
-    3 of 75 items; with 32, 10 (every IBAN among them)."""
+    budget shorter than a value can never reproduce it: measured on the demo's careless owner (a 1,024-token
+    vocabulary spells an IBAN in 22-24 tokens, a card number in 16-19), every occurrence prompted, its dense
+    fine-tune leaked 3 of 75 items with 16 new tokens and 10 with 32 (every IBAN among them)."""
     longest = max((len(tokenizer(it["value"], add_special_tokens=False)["input_ids"]) for it in items), default=0)
     return min(context // 2, max(32, longest + 4))
 

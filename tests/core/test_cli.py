@@ -186,3 +186,9 @@ def test_demo_unknown_preset_touches_nothing(tmp_path):
     with pytest.raises(InputError, match="unknown preset 'huge'"):
         run_demo(tmp_path / "demo", preset="huge")
     assert not (tmp_path / "demo").exists()
+
+
+def test_demo_without_workers_is_refused_in_one_line_before_anything_is_written(tmp_path):
+    result = invoke("demo", "--quick", "--workdir", tmp_path / "demo", "--jobs", "0")
+    assert result.exit_code == 2 and "--jobs must be at least 1" in one_error_line(result)
+    assert not (tmp_path / "demo").exists()

@@ -131,3 +131,26 @@ def test_names_are_checked():
             jobs.submit("b", refuse, after=["z"])
         with pytest.raises(ValueError, match="no job named"):
             jobs.result("c")
+
+
+def sleep_in(path: str, delay: float, *, progress) -> None:
+    with open(path, "w") as fh:
+        fh.write(str(os.getpid()))
+    time.sleep(delay)
+
+
+def test_an_error_in_the_caller_stops_the_workers_at_once(tmp_path):
+    began = time.perf_counter()
+    with pytest.raises(RuntimeError, match="the caller failed"):
+        with Jobs(2) as jobs:
+            jobs.submit("a", sleep_in, str(tmp_path / "a"), 60.0)
+            jobs.submit("b", sleep_in, str(tmp_path / "b"), 60.0)
+            jobs.submit("after a", sleep_in, str(tmp_path / "c"), 0.0, after=["a"])
+            while not all((tmp_path / name).exists() for name in "ab"):  # both workers busy
+                time.sleep(0.1)
+            raise RuntimeError("the caller failed")
+    assert time.perf_counter() - began < 40  # not after the 60 s the jobs would take
+    for name in "ab":  # the workers are gone, not left to finish their jobs
+        with pytest.raises(ProcessLookupError):
+            os.kill(int((tmp_path / name).read_text()), 0)
+    assert not (tmp_path / "c").exists()

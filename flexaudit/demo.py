@@ -47,6 +47,8 @@ MARKER = ".flexaudit-demo"
 EXPERT_DOMAINS = ("code", "clinical", "finance")
 DP_DOMAIN = "clinical"
 LEAKY = "finance-leaky"
+DP_EXPERT = f"{DP_DOMAIN}-dp"  # shown beside the clinical expert, never offered to the pool
+OFFERED = (*EXPERT_DOMAINS, LEAKY)  # the experts their owners offer to the pool, in the order they apply
 STEPS = 8
 
 
@@ -263,15 +265,13 @@ def run_demo(
         # 3-4. one expert per owner, each with its own private state; clinical also with DP; a careless owner;
         # and each offering owner's dense baseline (the extraction table's comparison; never shared)
         experts, dense, trained = _train_owners(work, workdir, plan, anchor_dir, data, public_data, placement, progress)
-        dp_name = f"{DP_DOMAIN}-dp"
-        offered = [*EXPERT_DOMAINS, LEAKY]  # the DP expert is shown, not offered
         t = lap("experts", t)
 
         # 5. audits, reports and the gate; the pool admits, in turn, only experts whose audit passes
         policy_path = _policy_file(workdir, plan)
-        registry, audits, pool_record = _apply(work, workdir, plan, anchor_dir, experts, offered, dense, policy_path,
+        registry, audits, pool_record = _apply(work, workdir, plan, anchor_dir, experts, list(OFFERED), dense, policy_path,
                                                placement, progress)
-        audits = {name: audits[name] for name in [*EXPERT_DOMAINS, dp_name, LEAKY]}
+        audits = {name: audits[name] for name in [*EXPERT_DOMAINS, DP_EXPERT, LEAKY]}
         t = lap("audits", t)
 
         # 6. merge the admitted experts
@@ -287,19 +287,19 @@ def run_demo(
         t = lap("merge", t)
 
         # 7. the table: held-out text per domain (the anchor's holdout for public prose)
-        rows, in_pool = _method_table(work, plan, anchor_dir, experts, dp_name, pool, domains, placement, progress)
+        rows, in_pool = _method_table(work, plan, anchor_dir, experts, pool, domains, placement, progress)
         t = lap("evaluation", t)
-    dp_block = trained[dp_name]["privacy"]
+    dp_block = trained[DP_EXPERT]["privacy"]
     privacy = {
-        "expert": dp_name, "epsilon": dp_block["epsilon"], "delta": dp_block["delta"], "unit": dp_block["unit"],
+        "expert": DP_EXPERT, "epsilon": dp_block["epsilon"], "delta": dp_block["delta"], "unit": dp_block["unit"],
         "accountant": dp_block["accountant"]["name"], "cross_check": dp_block["cross_check"]["reference_epsilon"],
         "noise_multiplier": dp_block["noise_multiplier"], "steps": dp_block["steps"],
-        "perplexity": rows[f"anchor + {dp_name}"].perplexity[DP_DOMAIN],
+        "perplexity": rows[f"anchor + {DP_EXPERT}"].perplexity[DP_DOMAIN],
         "non_dp_perplexity": rows[f"anchor + {DP_DOMAIN}"].perplexity[DP_DOMAIN],
         "anchor_perplexity": rows["anchor"].perplexity[DP_DOMAIN],
     }
     extraction = {name: {"table": audits[name].pop("extraction_table"), "report": audits[name]["report"]}
-                  for name in offered if audits[name].get("extraction_table")}
+                  for name in OFFERED if audits[name].get("extraction_table")}
     job_seconds = {name: m["seconds"] for name, m in trained.items()}
     for name, a in audits.items():
         a.pop("extraction_table", None)
@@ -405,7 +405,7 @@ def _train_owners(work: Jobs, workdir, plan, anchor_dir, data, public_data, plac
     careless = data / f"{LEAKY}.jsonl"
     records = _careless_file(data / "finance.jsonl", plan.leaky_documents)
     atomic_write_text(careless, "\n".join(records) + "\n")
-    experts = {name: workdir / "experts" / name for name in (*EXPERT_DOMAINS, f"{DP_DOMAIN}-dp", LEAKY)}
+    experts = {name: workdir / "experts" / name for name in (*EXPERT_DOMAINS, DP_EXPERT, LEAKY)}
     common = {"anchor_dir": anchor_dir, "overwrite": True, "placement": placement}
     # longest first: the careless owner's many passes, then its dense baseline
     work.submit(LEAKY, _train_job, f"[3/{STEPS}] a careless owner overfits an expert on {len(records)} records of its "
@@ -419,21 +419,20 @@ def _train_owners(work: Jobs, workdir, plan, anchor_dir, data, public_data, plac
                     f"{data / f'{d}.jsonl'}", data=data / f"{d}.jsonl", name=d, out=experts[d],
                     subject_field=None if d == "code" else "subject", public_data=public,
                     home=workdir / "owners" / d, options=_expert_options(plan), **common)
-    dp_name = f"{DP_DOMAIN}-dp"
-    work.submit(dp_name, _train_job, f"[3/{STEPS}] the {DP_DOMAIN} owner trains a differentially private expert "
+    work.submit(DP_EXPERT, _train_job, f"[3/{STEPS}] the {DP_DOMAIN} owner trains a differentially private expert "
                 "(target epsilon 8, one patient = one unit)", after=[DP_DOMAIN],
-                data=data / f"{DP_DOMAIN}.jsonl", name=dp_name, out=experts[dp_name], subject_field="subject",
+                data=data / f"{DP_DOMAIN}.jsonl", name=DP_EXPERT, out=experts[DP_EXPERT], subject_field="subject",
                 public_data=public, home=workdir / "owners" / DP_DOMAIN, **common,
                 options=_expert_options(plan, steps=plan.dp_steps, batch_size=plan.dp_batch, lr=plan.dp_lr,
                                         dp=DPOptions(target_epsilon=8.0, unit="subject", max_windows=2)))
-    offered = [*EXPERT_DOMAINS, LEAKY] if plan.dense_baselines else []
-    for name in sorted(offered, key=lambda n: n != LEAKY):
+    baselines = list(OFFERED) if plan.dense_baselines else []
+    for name in sorted(baselines, key=lambda n: n != LEAKY):
         work.submit(f"dense {name}", _dense_job, f"[4/{STEPS}] the {_owner(name)} owner fine-tunes the whole anchor "
                     f"on the same documents (the dense baseline of {name}, kept in {local_dir(experts[name])})",
                     experts[name], after=[name], **common)
     trained = {name: work.result(name) for name in experts}
     dense = {}
-    for name in offered:
+    for name in baselines:
         done = work.result(f"dense {name}")
         dense[name], trained[f"dense {name}"] = done["directory"], done
     return experts, dense, trained
@@ -494,8 +493,7 @@ def _apply(work: Jobs, workdir, plan, anchor_dir, experts, offered, dense, polic
 
     for i, name in enumerate(offered):
         audit(f"audit {name}", name, tuple(experts[n] for n in offered[:i]))
-    dp_name = f"{DP_DOMAIN}-dp"
-    audit(f"audit {dp_name}", dp_name, None)
+    audit(f"audit {DP_EXPERT}", DP_EXPERT, None)
     audits, record = {}, {"admitted": [], "refused": {}}
     for i, name in enumerate(offered):
         result = work.result(f"audit {name}")
@@ -512,15 +510,15 @@ def _apply(work: Jobs, workdir, plan, anchor_dir, experts, offered, dense, polic
         except FlexauditError as exc:
             record["refused"][name] = {"exit_code": exc.exit_code, "reason": exc.message}
             progress.note(f"[5/{STEPS}] the pool refused {name}: {exc.message}")
-    audits.update(work.result(f"audit {dp_name}"))
+    audits.update(work.result(f"audit {DP_EXPERT}"))
     if not record["admitted"]:
         raise InputError("no expert passed its audit, so the pool is empty: see the gate results in "
                          f"{workdir / 'audits'}")
     return registry, audits, record
 
 
-def _evaluate_job(label: str, what: tuple, anchor_dir: Path, holdout_files: dict[str, Path], documents: int,
-                  placement: Placement, *, progress: Progress) -> dict[str, float]:
+def _evaluate_job(what: tuple, anchor_dir: Path, holdout: dict[str, list[str]], placement: Placement, *,
+                  progress: Progress) -> dict[str, float]:
     """Held-out perplexity per domain of one model of the method's table: `what` is ("anchor",),
     ("expert", package) or ("pool", merged directory, experts opted out)."""
     anchor = load_anchor(anchor_dir, placement=placement)
@@ -530,20 +528,17 @@ def _evaluate_job(label: str, what: tuple, anchor_dir: Path, holdout_files: dict
         model = compose(anchor, [load_package(what[1], anchor=anchor)], top_k=2)
     else:
         model = open_model(what[1], exclude=list(what[2]), placement=placement)[0]
-    scores = {}
-    for d, path in holdout_files.items():
-        texts = [doc.text for doc in load_documents(path)][:documents]
-        scores[d] = round(perplexity(model, anchor.tokenizer, texts).perplexity, 3)
-    return scores
+    return {d: round(perplexity(model, anchor.tokenizer, texts).perplexity, 3) for d, texts in holdout.items()}
 
 
-def _method_table(work: Jobs, plan, anchor_dir, experts, dp_name, pool, domains, placement,
+def _method_table(work: Jobs, plan, anchor_dir, experts, pool, domains, placement,
                   progress) -> tuple[dict[str, Row], list[str]]:
     holdout_files = {"public": local_dir(anchor_dir) / "holdout.jsonl"} | {
         d: local_dir(experts[d]) / "holdout.jsonl" for d in EXPERT_DOMAINS
     }
+    holdout = {d: [doc.text for doc in load_documents(holdout_files[d])][: plan.eval_documents] for d in domains}
     models = {"anchor": ("anchor", ("anchor",))}
-    for d in [*EXPERT_DOMAINS, dp_name]:
+    for d in [*EXPERT_DOMAINS, DP_EXPERT]:
         models[f"anchor + {d}"] = ("expert", ("expert", experts[d]))
     models["merged pool"] = ("pool", ("pool", pool.directory, ()))
     in_pool = [d for d in EXPERT_DOMAINS if d in pool.expert_names]
@@ -551,8 +546,7 @@ def _method_table(work: Jobs, plan, anchor_dir, experts, dp_name, pool, domains,
         models[f"pool without {d}"] = ("opt-out", ("pool", pool.directory, (d,)))
     progress.note(f"[7/{STEPS}] evaluating {len(models)} models on {len(domains)} held-out domains")
     for label, (_, what) in models.items():
-        work.submit(f"evaluate {label}", _evaluate_job, label, what, anchor_dir,
-                    {d: holdout_files[d] for d in domains}, plan.eval_documents, placement)
+        work.submit(f"evaluate {label}", _evaluate_job, what, anchor_dir, holdout, placement)
     task = progress.task("evaluation", total=len(models))
     rows = {}
     for label, (kind, _) in models.items():

@@ -15,7 +15,7 @@ def test_each_audit_compares_the_pool_it_joins_even_when_an_earlier_owner_is_ref
     import flexaudit.pool as pool
 
     offered = ["a", "b", "c", "d"]
-    experts = {name: tmp_path / name for name in [*offered, f"{demo.DP_DOMAIN}-dp"]}
+    experts = {name: tmp_path / name for name in [*offered, demo.DP_EXPERT]}
     audited: list[tuple[str, tuple | None]] = []
     admitted: list[str] = []
 
@@ -41,4 +41,4 @@ def test_each_audit_compares_the_pool_it_joins_even_when_an_earlier_owner_is_ref
         joined = tuple(experts[n] for n in offered[:i] if n not in refused)
         assert audits[name]["pool"] == joined
     assert [name for name, _ in audited[len(offered) + 1:]] == again  # audited again only where the guess was wrong
-    assert audits[f"{demo.DP_DOMAIN}-dp"]["pool"] is None  # shown, never offered
+    assert audits[demo.DP_EXPERT]["pool"] is None  # shown, never offered

@@ -28,7 +28,7 @@ import torch
 from flexaudit.data import load_documents
 from flexaudit.machine import matmul_peak
 from flexaudit.moe.anchor import load_anchor, local_dir
-from flexaudit.moe.dense import _settings, _training_texts
+from flexaudit.moe.dense import expert_schedule, member_texts
 from flexaudit.moe.evaluate import perplexity
 from flexaudit.moe.expert import compose, load_package
 from flexaudit.moe.model import FlexOlmo
@@ -69,8 +69,8 @@ def main() -> None:
     for domain in args.domains:
         expert_dir = args.workdir / "experts" / domain
         package = load_package(expert_dir, anchor=anchor)
-        settings = _settings(package.manifest)
-        texts = _training_texts(local_dir(expert_dir))
+        settings = expert_schedule(package.manifest)
+        texts = member_texts(local_dir(expert_dir))
         held_out = [d.text for d in load_documents(local_dir(expert_dir) / "holdout.jsonl")][: args.eval_documents]
         base = perplexity(anchor.model, anchor.tokenizer, held_out).perplexity
         expert = perplexity(compose(anchor, [package], top_k=2), anchor.tokenizer, held_out).perplexity

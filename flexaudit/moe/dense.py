@@ -55,7 +55,9 @@ def default_location(expert_dir: Path) -> Path:
     return local_dir(Path(expert_dir)) / DEFAULT_NAME
 
 
-def _settings(manifest: dict) -> TrainSettings:
+def expert_schedule(manifest: dict) -> TrainSettings:
+    """The training schedule an expert's manifest records, for a fine-tune that repeats it step for step.
+    Raises InputError when a setting is not recorded or the expert was trained with DP-SGD."""
     recorded = manifest.get("training") or {}
     fields = ("steps", "batch_size", "seq_len", "lr", "warmup_steps", "min_lr_ratio", "weight_decay",
               "max_grad_norm", "seed")
@@ -69,7 +71,9 @@ def _settings(manifest: dict) -> TrainSettings:
     return TrainSettings(**{f: recorded[f] for f in fields})
 
 
-def _training_texts(local: Path) -> list[str]:
+def member_texts(local: Path) -> list[str]:
+    """The texts an expert trained on, from its owner-side files `local` (`<package>.local`): its member
+    documents and each canary it planted, as often as it was planted. Raises InputError when they are missing."""
     members = local / "members.jsonl"
     if not members.is_file():
         raise InputError(f"the expert's member documents are not at {members}: train the dense baseline where the "
@@ -105,10 +109,10 @@ def train_dense_baseline(
         raise InputError(f"{out} already exists: choose another --out or pass --force to replace it")
     anchor = load_anchor(anchor_dir, placement=placement)
     package = load_package(expert_dir, anchor=anchor)
-    settings = _settings(package.manifest)
+    settings = expert_schedule(package.manifest)
     if settings.seq_len > anchor.config.max_seq_len:
         raise InputError(f"the expert's sequence length {settings.seq_len} exceeds the anchor's context")
-    texts = _training_texts(local_dir(expert_dir))
+    texts = member_texts(local_dir(expert_dir))
     model = FlexOlmo(anchor.config).to(placement.device)  # float32: the optimizer's master weights
     model.load_state_dict(anchor.model.state_dict())
     model.requires_grad_(True)

@@ -138,8 +138,8 @@ def test_demo_quick(tmp_path):
     rows = {r["label"]: r["perplexity"] for r in report["rows"]}
     for d in ("code", "clinical", "finance"):  # an expert helps its own domain even in the quick version
         assert rows[f"anchor + {d}"][d] < rows["anchor"][d]
-    for d in ("clinical", "finance"):  # the record domains a lot (measured about 2x)
-        assert 1.5 * rows[f"anchor + {d}"][d] < rows["anchor"][d]
+    for d in ("clinical", "finance"):  # the record domains at least 2x, issue 14's bar (measured 2.63x and 2.47x)
+        assert 2 * rows[f"anchor + {d}"][d] < rows["anchor"][d]
     # the extraction table finds the careless owner's records in its dense fine-tune, never in the anchor
     careless = {r["kind"]: r["rates"] for r in report["extraction"]["finance-leaky"]["table"]["rows"]}
     assert careless["anchor"]["FA-EXT-DISC"]["k"] == 0 and careless["dense"]["FA-EXT-DISC"]["k"] > 0

@@ -251,19 +251,21 @@ def run_demo(
         data = workdir / "data"
         domains = ["public", *EXPERT_DOMAINS]
         progress.note(f"[1/{STEPS}] writing the built-in corpus ({plan.documents} documents per domain) to {data}")
-        for d in EXPERT_DOMAINS:  # in the workers, while this process builds the public prose (the longest)
+        # the owners' domains in the workers (which start meanwhile), the public prose here: the anchor needs only
+        # it, so the workers' start and the owners' files are hidden behind the anchor's training
+        for d in EXPERT_DOMAINS:
             work.submit(f"data {d}", _write_data, d, data / f"{d}.jsonl", n_documents=plan.documents, seed=plan.seed)
         write_domain("public", data / "public.jsonl", n_documents=plan.documents, seed=plan.seed)
-        for d in EXPERT_DOMAINS:
-            work.result(f"data {d}")
         public_data = data / "public.jsonl"
         t = lap("data", began)
 
-        # 2. the public anchor, in this process with every thread: nothing else can run yet
+        # 2. the public anchor, in this process with every thread: nothing else but the owners' files can run yet
         anchor_dir = workdir / "anchor"
         progress.note(f"[2/{STEPS}] training the public anchor ({plan.preset}) on {public_data}")
         train_anchor([public_data], anchor_dir, preset=plan.preset, steps=plan.anchor_steps, seed=plan.seed,
                      router_init=plan.router_init, overwrite=True, placement=placement, progress=progress)
+        for d in EXPERT_DOMAINS:
+            work.result(f"data {d}")
         t = lap("anchor", t)
 
         # 3-4. one expert per owner, each with its own private state; clinical also with DP; a careless owner;

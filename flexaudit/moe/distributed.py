@@ -209,6 +209,11 @@ def session(device: torch.device) -> Iterator[World]:
         # reports it from every rank that met it, unless it is rank 0's error handed on (World.on_main)
         exc.raised_in_job = True
         raise
+    else:
+        # every rank past its last collective before any tears the group down: a rank that destroyed its gloo group
+        # while the other was still writing its results aborted the other at teardown (SIGABRT, "terminate called
+        # without an active exception", seen once with the machine loaded)
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 

@@ -120,6 +120,7 @@ def main() -> None:
     results["ranks_agree"] = not disagree.item()
     if world.main:
         (work / "results.json").write_text(json.dumps(results, indent=2))
+    dist.barrier()  # as flexaudit.moe.distributed.session: no rank tears the group down while another still works
     dist.destroy_process_group()
 
 

@@ -28,12 +28,9 @@ import torch
 from flexaudit.data import load_documents
 from flexaudit.machine import matmul_peak
 from flexaudit.moe.anchor import load_anchor, local_dir
-from flexaudit.moe.dense import expert_schedule, member_texts
+from flexaudit.moe.dense import expert_schedule, fine_tune, member_texts
 from flexaudit.moe.evaluate import perplexity
 from flexaudit.moe.expert import compose, load_package
-from flexaudit.moe.model import FlexOlmo
-from flexaudit.moe.tokenizer import encode_documents
-from flexaudit.moe.training import PackedStream, train
 
 # name: which parameters train (by their name in the model)
 PARTS = {
@@ -43,17 +40,6 @@ PARTS = {
     "attention": lambda name: ".self_attn." in name,
     "norms": lambda name: "norm." in name,
 }
-
-
-def fine_tune(anchor, texts: list[str], settings, trains, scratch: Path) -> FlexOlmo:
-    model = FlexOlmo(anchor.config)
-    model.load_state_dict(anchor.model.state_dict())
-    for name, p in model.named_parameters():
-        p.requires_grad_(trains(name))
-    stream = PackedStream(encode_documents(anchor.tokenizer, texts), seq_len=settings.seq_len,
-                          batch_size=settings.batch_size, seed=settings.seed)
-    train(model, stream, settings, checkpoint_dir=scratch, resume=False, identity={"benchmark": "trainable_parts"})
-    return model
 
 
 def main() -> None:
@@ -80,7 +66,8 @@ def main() -> None:
         for part, trains in PARTS.items():
             began = time.perf_counter()
             with tempfile.TemporaryDirectory() as scratch:
-                model = fine_tune(anchor, texts, settings, trains, Path(scratch))
+                model, _ = fine_tune(anchor, texts, settings, trainable=trains, checkpoint_dir=Path(scratch),
+                                     identity={"benchmark": "trainable_parts", "part": part})
             ppl = perplexity(model, anchor.tokenizer, held_out).perplexity
             rows[part] = {"perplexity": round(ppl, 2), "anchor_over_it": round(base / ppl, 2),
                           "trained_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),

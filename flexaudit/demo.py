@@ -302,11 +302,11 @@ def run_demo(
         t = lap("merge", t)
 
         # 7. the table: held-out text per domain (the anchor's holdout for public prose)
-        pooled = _pool_models(pool)
+        in_pool = [d for d in EXPERT_DOMAINS if d in pool.expert_names]
+        pooled = _pool_models(pool.directory, in_pool)
         progress.note(f"[7/{STEPS}] evaluating the merged pool and each opt-out on {len(domains)} held-out domains")
         _submit_evaluations(work, pooled, anchor_dir, holdout, placement)
         rows = _table_rows(work, alone | pooled, progress)
-        in_pool = [d for d in EXPERT_DOMAINS if d in pool.expert_names]
         t = lap("evaluation", t)
     dp_block = trained[DP_EXPERT]["privacy"]
     privacy = {
@@ -570,13 +570,11 @@ def _models_alone(experts) -> dict[str, tuple[str, tuple]]:
     }
 
 
-def _pool_models(pool) -> dict[str, tuple[str, tuple]]:
-    """The merged pool's rows: the pool, and the pool with each of its domain experts opted out."""
-    models = {"merged pool": ("pool", ("pool", pool.directory, ()))}
-    for d in EXPERT_DOMAINS:
-        if d in pool.expert_names:
-            models[f"pool without {d}"] = ("opt-out", ("pool", pool.directory, (d,)))
-    return models
+def _pool_models(merged: Path, in_pool: list[str]) -> dict[str, tuple[str, tuple]]:
+    """The merged pool's rows: the pool, and the pool with each of its domain experts (`in_pool`) opted out."""
+    return {"merged pool": ("pool", ("pool", merged, ()))} | {
+        f"pool without {d}": ("opt-out", ("pool", merged, (d,))) for d in in_pool
+    }
 
 
 def _submit_evaluations(work: Jobs, models: dict[str, tuple[str, tuple]], anchor_dir: Path,

@@ -21,18 +21,19 @@ import json
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Callable
 
 from flexaudit.data import load_documents
 from flexaudit.digest import root_digest
 from flexaudit.errors import InputError, IntegrityError
 from flexaudit.fsutil import atomic_write_json, staged_directory
-from flexaudit.moe.anchor import load_anchor, local_dir
+from flexaudit.moe.anchor import Anchor, load_anchor, local_dir
 from flexaudit.moe.checkpoint import read_json, write_hf_checkpoint
 from flexaudit.moe.device import CPU_FLOAT32, Placement
 from flexaudit.moe.expert import load_package
 from flexaudit.moe.model import FlexOlmo
 from flexaudit.moe.tokenizer import encode_documents
-from flexaudit.moe.training import PackedStream, TrainSettings, train
+from flexaudit.moe.training import PackedStream, TrainResult, TrainSettings, train
 from flexaudit.progress import NULL_PROGRESS, Progress
 
 BASELINE_FILE = "dense-baseline.json"
@@ -86,6 +87,24 @@ def member_texts(local: Path) -> list[str]:
     return texts
 
 
+def fine_tune(anchor: Anchor, texts: list[str], settings: TrainSettings, *, checkpoint_dir: Path, identity: dict,
+              trainable: Callable[[str], bool] = lambda name: True, resume: bool = False,
+              placement: Placement = CPU_FLOAT32, progress: Progress = NULL_PROGRESS,
+              description: str = "fine-tuning") -> tuple[FlexOlmo, TrainResult]:
+    """The anchor's dense form (one expert) fine-tuned on `texts` with `settings`, the parameters whose name
+    `trainable` accepts trained (by default every one), in float32 master weights on `placement`'s device;
+    checkpoints and resume as flexaudit.moe.training.train."""
+    model = FlexOlmo(anchor.config).to(placement.device)  # float32: the optimizer's master weights
+    model.load_state_dict(anchor.model.state_dict())
+    for name, p in model.named_parameters():
+        p.requires_grad_(trainable(name))
+    stream = PackedStream(encode_documents(anchor.tokenizer, texts), seq_len=settings.seq_len,
+                          batch_size=settings.batch_size, seed=settings.seed)
+    result = train(model, stream, settings, checkpoint_dir=checkpoint_dir, resume=resume, identity=identity,
+                   placement=placement, progress=progress, description=description)
+    return model, result
+
+
 def train_dense_baseline(
     expert_dir: Path,
     *,
@@ -113,15 +132,10 @@ def train_dense_baseline(
     if settings.seq_len > anchor.config.max_seq_len:
         raise InputError(f"the expert's sequence length {settings.seq_len} exceeds the anchor's context")
     texts = member_texts(local_dir(expert_dir))
-    model = FlexOlmo(anchor.config).to(placement.device)  # float32: the optimizer's master weights
-    model.load_state_dict(anchor.model.state_dict())
-    model.requires_grad_(True)
-    stream = PackedStream(encode_documents(anchor.tokenizer, texts), seq_len=settings.seq_len,
-                          batch_size=settings.batch_size, seed=settings.seed)
     identity = {"kind": "dense-baseline", "expert": package.root_digest, "anchor": anchor.root_digest}
-    checkpoints = local_dir(out) / "checkpoints"
-    result = train(model, stream, settings, checkpoint_dir=checkpoints, resume=resume, identity=identity,
-                   placement=placement, progress=progress, description=f"dense baseline of {package.name}")
+    model, result = fine_tune(anchor, texts, settings, checkpoint_dir=local_dir(out) / "checkpoints",
+                              identity=identity, resume=resume, placement=placement, progress=progress,
+                              description=f"dense baseline of {package.name}")
     info = {
         "format": BASELINE_FORMAT,
         "purpose": ("the owner's comparison for the extraction table: the anchor fine-tuned with every parameter "

@@ -200,7 +200,9 @@ def phase_agree(args, work: Path) -> dict:
     from flexaudit.moe.checkpoint import load_flexolmo
 
     placement, exported, target, _ = _models(args, work)
-    ids = torch.tensor([t[: args.seq_len] for t in target.encode(_texts(4))], device=placement.device)
+    encoded = target.encode(_texts(4))
+    width = min(args.seq_len, *map(len, encoded))  # one rectangle without padding: the texts' lengths differ
+    ids = torch.tensor([t[:width] for t in encoded], device=placement.device)  # (4, width)
     out = {}
     with torch.inference_mode():
         theirs = target.model(input_ids=ids, use_cache=False).logits.float()
@@ -251,20 +253,25 @@ def main() -> None:
             for flag in ("layers", "vocab", "texts", "seq_len", "batch_size", "repeats"):
                 command += [f"--{flag.replace('_', '-')}", str(getattr(args, flag))]
             done = subprocess.run(command, capture_output=True, text=True, env=os.environ)
-            if done.returncode != 0:
-                raise SystemExit(f"phase {phase} failed:\n{done.stderr[-3000:]}")
+            if done.returncode != 0:  # the phases before it still reported
+                print(f"phase {phase} failed:\n{done.stderr[-3000:]}", file=sys.stderr)
+                results[phase] = {"failed": done.stderr.strip().splitlines()[-1:]}
+                break
             results[phase] = json.loads(done.stdout.strip().splitlines()[-1])
+            print(json.dumps({phase: results[phase]}), file=sys.stderr, flush=True)
         from flexaudit.machine import matmul_peak
 
         print(json.dumps({
             "benchmark": "real_size",
-            "model": {**RELEASED, "num_hidden_layers": args.layers, "vocab_size": results["make"]["vocab_size"],
-                      "experts_in_pool": 3, "pool_parameters": results["make"]["parameters"], "dtype": "bfloat16"},
+            "model": {**RELEASED, "num_hidden_layers": args.layers, "vocab_size": results["make"].get("vocab_size"),
+                      "experts_in_pool": 3, "pool_parameters": results["make"].get("parameters"), "dtype": "bfloat16"},
             "device": str(device), "threads": torch.get_num_threads(),
             "matmul_peak_gflops": {"float32": round(matmul_peak(device=device, dtype=torch.float32) / 1e9, 1),
                                    "bfloat16": round(matmul_peak(device=device, dtype=torch.bfloat16) / 1e9, 1)},
             **results,
         }, indent=2))
+    if any("failed" in r for r in results.values()):
+        raise SystemExit(1)
 
 
 if __name__ == "__main__":

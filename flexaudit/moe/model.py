@@ -311,7 +311,9 @@ class Block(nn.Module):
 class Decoder(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
-        self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.hidden_size)
+        # From an uninitialised tensor: FlexOlmo initialises every weight itself, and nn.Embedding's own init on
+        # the meta device (a model about to receive loaded tensors) would import torch._dynamo (see _init_weights)
+        self.embed_tokens = nn.Embedding.from_pretrained(torch.empty(cfg.vocab_size, cfg.hidden_size), freeze=False)
         self.layers = nn.ModuleList(Block(cfg) for _ in range(cfg.num_layers))
         self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
 
@@ -327,7 +329,9 @@ class FlexOlmo(nn.Module):
         self.apply(self._init_weights)
 
     def _init_weights(self, module: nn.Module) -> None:
-        if isinstance(module, (nn.Linear, nn.Embedding)):
+        # Not on the meta device (a model about to receive loaded tensors): there normal_ runs torch's Python
+        # reference implementation, whose first use imports torch._dynamo (2 s in every process that loads one).
+        if isinstance(module, (nn.Linear, nn.Embedding)) and not module.weight.is_meta:
             nn.init.normal_(module.weight, mean=0.0, std=0.02)
 
     def forward(self, input_ids: torch.Tensor, *, router_only: torch.Tensor | None = None, return_moe_inputs: bool = False,
@@ -389,6 +393,15 @@ class FlexOlmo(nn.Module):
             out[f"model.layers.{i}.mlp.gate.weight"] = torch.cat(rows, dim=0).contiguous()  # (E, H)
         return out
 
+    def hf_shapes(self) -> dict[str, torch.Size]:
+        """The names and shapes of hf_state_dict's tensors, computing none: on the meta device an op such as the
+        router rows' concatenation would run torch's Python reference implementation (see _init_weights)."""
+        out = {name: t.shape for name, t in self.state_dict().items()
+               if ".mlp.gate." not in name and not (name == "lm_head.weight" and self.config.tie_word_embeddings)}
+        for i, layer in enumerate(self.model.layers):
+            out[f"model.layers.{i}.mlp.gate.weight"] = torch.Size((len(layer.mlp.gate.rows), self.config.hidden_size))
+        return out
+
     @classmethod
     def from_hf_state_dict(cls, cfg: ModelConfig, tensors: dict[str, torch.Tensor]) -> "FlexOlmo":
         """Build from Hugging Face FlexOlmo tensors (per-expert names; dense OLMo-2 tensors are read as a single
@@ -397,7 +410,7 @@ class FlexOlmo(nn.Module):
         tensors = _dense_as_one_expert(tensors)
         with torch.device("meta"):
             model = cls(cfg.replace(router_bias=False))
-        expected = model.hf_state_dict()
+        expected = model.hf_shapes()
         missing = sorted(set(expected) - set(tensors))
         unexpected = sorted(set(tensors) - set(expected) - {"lm_head.weight"})
         if missing or unexpected:
@@ -407,9 +420,9 @@ class FlexOlmo(nn.Module):
                 f"checkpoint does not match its config: {kind} tensor {bad} "
                 f"({len(missing)} missing, {len(unexpected)} unexpected)"
             )
-        for name, ref in expected.items():
-            if tensors[name].shape != ref.shape:
-                raise IntegrityError(f"tensor {name} has shape {tuple(tensors[name].shape)}, config implies {tuple(ref.shape)}")
+        for name, shape in expected.items():
+            if tensors[name].shape != shape:
+                raise IntegrityError(f"tensor {name} has shape {tuple(tensors[name].shape)}, config implies {tuple(shape)}")
         state = {}
         for name, t in tensors.items():
             if ".mlp.gate.weight" in name:

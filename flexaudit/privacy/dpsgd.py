@@ -32,6 +32,7 @@ weights and the same epsilon, and counts every step exactly once.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import hmac
 import json
@@ -103,7 +104,10 @@ def secret_seed(key: bytes, run_id: str, purpose: str) -> int:
 
 # --- per-sample gradients for the one module Opacus does not know ----------------------------------------
 
+@functools.cache
 def _register_router_bias_sampler() -> None:
+    # Called by the "opacus" engine only: importing Opacus takes seconds, which every process that trains an
+    # expert (DP or not) would otherwise pay.
     from opacus.grad_sample import register_grad_sampler
 
     @register_grad_sampler(RouterBias)
@@ -112,8 +116,6 @@ def _register_router_bias_sampler() -> None:
         per_sample = backprops.reshape(backprops.shape[0], -1, backprops.shape[-1]).sum(1)[:, 1:]  # (n, E-1)
         return {layer.weight: per_sample * (layer.weight <= 0).to(per_sample.dtype)}
 
-
-_register_router_bias_sampler()
 
 
 class _LinearPerSample(torch.autograd.Function):
@@ -175,6 +177,8 @@ class PerSampleEngine:
         self._patched: list[torch.nn.Module] = []
         if kind == "opacus":
             from opacus import GradSampleModule
+
+            _register_router_bias_sampler()
 
             # The hooks fire on module outputs because no input of the frozen network needs a gradient;
             # expected here (only the expert's weights are trained), so the warning says nothing useful.

@@ -104,3 +104,20 @@ def test_router_bias_is_never_positive():
     assert torch.equal(positive, unbiased)  # clamped at 0
     assert torch.allclose(negative[..., 1], unbiased[..., 1] - 2.0)
     assert torch.equal(negative[..., 0], unbiased[..., 0])
+
+
+def test_loading_a_model_and_the_training_module_import_nothing_heavy(tiny_anchor):
+    # In a fresh process: loading a checkpoint builds the model on the meta device, where an init or an op runs
+    # torch's Python reference implementations and imports torch._dynamo (2 s); the training module does not
+    # import Opacus (3 s) unless its engine is asked for. Every CLI command and worker process pays these.
+    import subprocess
+    import sys
+
+    script = ("import sys; from flexaudit.moe.checkpoint import load_flexolmo; "
+              "import flexaudit.privacy.expert_training; "
+              f"model = load_flexolmo({str(tiny_anchor)!r}); "
+              "print(sorted(m for m in ('torch._dynamo', 'opacus') if m in sys.modules), "
+              "model.model.embed_tokens.weight.device.type)")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["[]", "cpu"]

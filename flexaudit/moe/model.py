@@ -311,9 +311,11 @@ class Block(nn.Module):
 class Decoder(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
-        # From an uninitialised tensor: FlexOlmo initialises every weight itself, and nn.Embedding's own init on
-        # the meta device (a model about to receive loaded tensors) would import torch._dynamo (see _init_weights)
-        self.embed_tokens = nn.Embedding.from_pretrained(torch.empty(cfg.vocab_size, cfg.hidden_size), freeze=False)
+        table = torch.empty(cfg.vocab_size, cfg.hidden_size)  # on the default device, meta for a model being loaded
+        if table.is_meta:  # nn.Embedding's own init there would import torch._dynamo (see FlexOlmo._init_weights)
+            self.embed_tokens = nn.Embedding.from_pretrained(table, freeze=False)
+        else:  # its init draws from the random stream, which every later weight's init follows: kept as it was
+            self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.hidden_size)
         self.layers = nn.ModuleList(Block(cfg) for _ in range(cfg.num_layers))
         self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
 

@@ -55,6 +55,9 @@ class AuditOptions:
     sampled_window: int | None = None  # tokens incl. the prefix; None: the anchor's context, at most 128
     samples_per_prefix: int = 10
     pii_prompts: int = 100
+    # FA-EXT-CANARY ranks each canary's secret among this many sampled secrets, each scored as a whole canary text:
+    # the attack's cost (24 canaries score 24,000 texts per model at 1,000); exposure is censored at log2(n + 1)
+    canary_references: int = 1000
     attacks: tuple[str, ...] | None = None  # None: every attack that can run
     batch_size: int = 64  # text windows per forward pass, at most (batch_tokens bounds the memory)
     batch_tokens: int = 16_384  # padded tokens per forward pass, at most; halved on out-of-memory
@@ -72,6 +75,10 @@ class AuditOptions:
     # baseline, and the other experts of the pool this expert joins (() for a pool of the anchor alone).
     dense_baseline: Path | None = None
     pool_experts: tuple[Path, ...] | None = None
+
+    def __post_init__(self) -> None:
+        if self.canary_references < 1:
+            raise InputError(f"--canary-references must be at least 1, got {self.canary_references}")
 
 
 class ExtractionTracer(Protocol):
@@ -278,7 +285,7 @@ def run_attacks(
             if _selected(options, "FA-EXT-CANARY"):
                 if canaries:
                     runs.append(_attempt("FA-EXT-CANARY", attacks.canary_exposure, lm, canaries, seed=options.seed,
-                                         reveal=options.reveal, hash_key=key, progress=progress))
+                                         n_reference=options.canary_references, reveal=options.reveal, hash_key=key, progress=progress))
                 elif side == "target":
                     runs.append({"attack_id": "FA-EXT-CANARY", "status": "not_run",
                                  "reason": "the expert was trained without canaries (expert train --canaries N)"})

@@ -62,6 +62,7 @@ def audit_cmd(
     attacks: Annotated[Optional[str], typer.Option(help="Comma-separated attack IDs (default: every attack that can run).")] = None,
     max_documents: Annotated[int, typer.Option(help="Members (and as many non-members) to score.")] = 400,
     extraction_documents: Annotated[int, typer.Option(help="Members each extraction attack targets.")] = 100,
+    canary_references: Annotated[int, typer.Option(help="Sampled secrets each planted canary is ranked against; exposure is measured up to log2(N + 1) bits.")] = 1000,
     long_texts: Annotated[LongTexts, typer.Option(help="Texts longer than the context: score every token in sliding windows, or only the beginning.")] = LongTexts.window,
     policy: Annotated[Optional[Path], typer.Option(help="Policy for the report's verdict (default: the shipped one).")] = None,
     model: Annotated[Optional[Path], typer.Option(help="Opt-out verification: attack this merged pool (built on --anchor) instead of anchor + expert, with the expert's own members and non-members.")] = None,
@@ -87,6 +88,7 @@ def audit_cmd(
             raise InputError(f"{out_dir} already holds a report: choose another --out or pass --force to replace it")
         options = AuditOptions(
             max_documents=max_documents, extraction_documents=extraction_documents, long_texts=long_texts.value,
+            canary_references=canary_references,
             model=model, exclude=tuple(exclude),
             seed=seed, reveal=reveal, batch_tokens=batch_tokens,
             policy=policy, attacks=tuple(a.strip() for a in attacks.split(",")) if attacks else None, trace_index=trace_index,

@@ -13,6 +13,8 @@ from flexaudit.cli import app
 from flexaudit.report import read_report
 from flexaudit.workflows import AuditOptions, run_audit
 
+from ..conftest import invoke, one_error_line
+
 runner = CliRunner()
 SMALL = AuditOptions(max_documents=24, extraction_documents=6, samples_per_prefix=2, pii_prompts=6)
 
@@ -165,3 +167,10 @@ def test_personal_data_prompts_leave_room_for_the_longest_value(longest, context
 
     items = [{"category": "iban", "value": "x" * longest}] if longest else []
     assert _pii_new_tokens(characters, items, context) == budget
+
+
+def test_canary_references_must_be_positive(tiny_anchor, clinical_expert, tmp_path):
+    result = invoke("audit", clinical_expert, "--anchor", tiny_anchor, "--out", tmp_path / "a", "--canary-references", 0)
+    assert result.exit_code == 2 and "--canary-references must be at least 1" in one_error_line(result)
+    assert not (tmp_path / "a").exists()
+

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 
 import pytest
 import torch
@@ -70,7 +71,10 @@ def records(tmp_path_factory):
 
 
 def _audit(expert, anchor, out, **options):
-    defaults = dict(max_documents=400, extraction_documents=60, samples_per_prefix=2, pii_prompts=20)
+    # 200 references per canary instead of 1,000: the exposure scoring was 35 of each audit's 43 s, and the
+    # one-run epsilon bound reads the canaries' z-scores among their references, which 200 estimate well
+    defaults = dict(max_documents=400, extraction_documents=60, samples_per_prefix=2, pii_prompts=20,
+                    canary_references=200)
     return run_audit(expert, anchor_dir=anchor, out=out, options=AuditOptions(**{**defaults, **options})).report
 
 
@@ -109,6 +113,7 @@ def test_overfit_expert_leaks_and_the_anchor_does_not(leaky, anchor, tmp_path):
     assert half["target"].ci.low > half["anchor"].ci.high
     canary = report["empirical"]["extraction"]["attacks"]["FA-EXT-CANARY"]["target"]
     assert canary["epsilon_one_run"]["epsilon"] > 0.5  # repeated canaries: clearly positive
+    assert canary["max_estimable_bits"] == pytest.approx(math.log2(201))  # the audit's canary_references
 
 
 def test_dp_expert_bound_never_exceeds_its_epsilon(anchor, records, tmp_path):

@@ -285,7 +285,8 @@ def run_attacks(
             if _selected(options, "FA-EXT-CANARY"):
                 if canaries:
                     runs.append(_attempt("FA-EXT-CANARY", attacks.canary_exposure, lm, canaries, seed=options.seed,
-                                         n_reference=options.canary_references, reveal=options.reveal, hash_key=key, progress=progress))
+                                         n_reference=options.canary_references, reveal=options.reveal, hash_key=key,
+                                         progress=progress))
                 elif side == "target":
                     runs.append({"attack_id": "FA-EXT-CANARY", "status": "not_run",
                                  "reason": "the expert was trained without canaries (expert train --canaries N)"})

@@ -57,12 +57,12 @@ from .hygiene import BlindBaselineResult, blind_baseline
 from .membership import MembershipContext, MembershipReport, MembershipResult, run_membership
 from .model import CausalLM, load_causal_lm
 from .registry import AttackSpec, get_attack, list_attacks, register_attack
-from .scoring import ScoreCache, score_texts
+from .scoring import ScoreCache, score_texts, shared_prefix_logliks
 from .sharding import Shard
 
 __all__ = [
     # models and the scoring pass
-    "CausalLM", "load_causal_lm", "ScoreCache", "score_texts", "Shard",
+    "CausalLM", "load_causal_lm", "ScoreCache", "score_texts", "shared_prefix_logliks", "Shard",
     # membership inference
     "run_membership", "MembershipReport", "MembershipResult", "MembershipContext",
     # extraction

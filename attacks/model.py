@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import inspect
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -75,6 +76,29 @@ class CausalLM:
 
     def decode(self, ids: Any) -> str:
         return self.tokenizer.decode(list(ids), skip_special_tokens=True)
+
+
+class CachedForward:
+    """Calls a causal LM's forward with a KV cache, under the cache keyword its transformers version expects
+    (`cache` in 5.24, `past_key_values` in 5.17). Returns (logits, the cache after the call): the last position's
+    logits (B, V) by default, every position's (B, T, V) with last_only=False."""
+
+    def __init__(self, model) -> None:
+        self.model = model
+        params = inspect.signature(model.forward).parameters
+        self.cache_kw = "cache" if "cache" in params else "past_key_values"
+        self.can_trim_logits = "logits_to_keep" in params
+
+    def __call__(self, input_ids, attention_mask, position_ids, cache=None, *, last_only: bool = True):
+        kwargs = {"input_ids": input_ids, "attention_mask": attention_mask, "position_ids": position_ids,
+                  "use_cache": True}
+        if cache is not None:
+            kwargs[self.cache_kw] = cache
+        if last_only and self.can_trim_logits:  # only the last position's logits are needed
+            kwargs["logits_to_keep"] = 1
+        out = self.model(**kwargs)
+        new_cache = out["cache"] if "cache" in out.keys() else out["past_key_values"]
+        return (out.logits[:, -1, :] if last_only else out.logits), new_cache
 
 
 def tokenizer_fingerprint(tokenizer: Any) -> str:

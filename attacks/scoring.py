@@ -50,7 +50,7 @@ from ._progress import Progress, progress_or_null
 from ._usable import NOT_TEXT, TOO_SHORT_TO_SCORE, only_texts, partition
 from .batching import DEFAULT_BATCH_TOKENS, run_batches
 from .errors import InputError
-from .model import CausalLM
+from .model import CachedForward, CausalLM
 
 # Elements of a (positions x vocab) float32 block reduced at once. On CPU a block that stays in cache
 # (1 MiB) is ~3x faster than one large block (fresh multi-MB temporaries cost page faults on every
@@ -345,6 +345,96 @@ def score_texts(lm: CausalLM, texts: Sequence[str], *, batch_size: int = 64, max
     cache.source_index = np.asarray(usable.kept, dtype=np.int64)
     cache.n_input, cache.skipped = len(given), usable.skipped
     return cache
+
+
+def shared_prefix_logliks(lm: CausalLM, groups: Sequence[Sequence[Sequence[int]]], *, batch_size: int = 64,
+                          batch_tokens: int | None = DEFAULT_BATCH_TOKENS,
+                          progress: Progress | None = None) -> list[np.ndarray]:
+    """Log-likelihood of each token list (the sum of log p over every token after the first, as
+    `score_texts(...).sum_logprob()`), for groups of lists that share a long prefix within each group, such as a
+    canary's text with each of its reference secrets: a group's prefix runs once per batch and only each list's
+    own tokens run after it, on its KV cache.
+
+    Args:
+        lm: the model; its forward must take a KV cache (as for decoding).
+        groups: groups of token-id lists, each list of 2 tokens up to the model's context.
+        batch_size, batch_tokens: rows and padded tokens per pass, halved on out-of-memory (`attacks.batching`).
+
+    Returns:
+        One float64 array per group, in order. Equal to scoring each whole list up to float rounding (tested).
+
+    Raises:
+        InputError: a list of fewer than 2 tokens, or longer than the context.
+    """
+    groups = [[list(t) for t in ids] for ids in groups]
+    sizes = [len(t) for ids in groups for t in ids]
+    if sizes and (min(sizes) < 2 or max(sizes) > lm.context_length):
+        raise InputError(f"shared-prefix scoring needs lists of 2 to {lm.context_length} tokens")
+    forward = CachedForward(lm.model)
+    task = progress_or_null(progress).task(f"scoring {len(sizes)} texts after shared prefixes with {lm.name}",
+                                           total=len(sizes))
+    # split over processes as score_texts is (attacks.sharding): the same batches, every result on every process
+    own_task = task if lm.shard is None else lm.shard.tally(task)
+    try:
+        with torch.inference_mode():
+            return [_group_logliks(lm, forward, ids, batch_size, batch_tokens, own_task) if ids else np.zeros(0)
+                    for ids in groups]
+    finally:
+        task.close()
+
+
+def _group_logliks(lm: CausalLM, forward: CachedForward, ids: list[list[int]], batch_size: int,
+                   batch_tokens: int | None, task) -> np.ndarray:
+    out = np.empty(len(ids))
+    firsts = sorted({t[0] for t in ids})  # in one order on every process
+    if len(firsts) > 1:  # no prefix shared by all: each first token's lists form a group of their own
+        for first in firsts:
+            members = [i for i, t in enumerate(ids) if t[0] == first]
+            out[members] = _group_logliks(lm, forward, [ids[i] for i in members], batch_size, batch_tokens, task)
+        return out
+    shared = 1  # the longest common prefix, leaving every list at least one token of its own
+    while shared < min(map(len, ids)) - 1 and all(t[shared] == ids[0][shared] for t in ids):
+        shared += 1
+    prefix, tails = ids[0][:shared], [t[shared:] for t in ids]
+    order = sorted(range(len(ids)), key=lambda i: len(tails[i]), reverse=True)
+    mine: dict[int, tuple] = {}
+
+    def run(start: int, stop: int) -> None:
+        rows = order[start:stop]
+        width = max(len(tails[i]) for i in rows)
+        head = torch.tensor([prefix], device=lm.device)  # (1, P)
+        # the cache grows in place with every call, so each batch runs the prefix afresh (P tokens, once)
+        start_positions = torch.arange(shared, device=lm.device)[None]  # (1, P)
+        logits, cache = forward(head, torch.ones_like(head), start_positions, last_only=False)  # (1, P, V)
+        prefix_ll = float(torch.log_softmax(logits[0, :-1].float(), -1).gather(-1, head[0, 1:, None]).sum())
+        first = torch.log_softmax(logits[0, -1].float(), -1)  # (V,): the first own token of every row
+        cache.batch_repeat_interleave(len(rows))
+        tail_ids = torch.zeros((len(rows), width), dtype=torch.long)
+        mask = torch.zeros((len(rows), shared + width), dtype=torch.long)
+        mask[:, :shared] = 1
+        for j, i in enumerate(rows):  # right padding: a row's real positions never see its padding
+            tail_ids[j, :len(tails[i])] = torch.tensor(tails[i])
+            mask[j, shared:shared + len(tails[i])] = 1
+        tail_ids, mask = tail_ids.to(lm.device), mask.to(lm.device)
+        positions = torch.arange(shared, shared + width, device=lm.device).expand(len(rows), -1)  # (B, W)
+        logits, _ = forward(tail_ids, mask, positions, cache, last_only=False)  # (B, W, V)
+        # position k of a row predicts its token k + 1: reduce only the real ones (flat indices, as _score_batch)
+        where = torch.cat([j * width + torch.arange(len(tails[i]) - 1) for j, i in enumerate(rows)]).to(lm.device)
+        own = _vocab_moments(logits.reshape(-1, logits.shape[-1]), where, tail_ids.reshape(-1)[where + 1], False)[0]
+        sums = np.split(own, np.cumsum([len(tails[i]) - 1 for i in rows])[:-1])
+        for j, i in enumerate(rows):
+            mine[i] = (np.array([prefix_ll + float(first[tails[i][0]]) + float(sums[j].sum())]),)
+        task.advance(len(rows), tokens=sum(len(tails[i]) for i in rows))
+
+    widths = [shared + len(tails[i]) for i in order]
+    if lm.shard is None:
+        run_batches(widths, run, max_rows=batch_size, max_tokens=batch_tokens, what="text")
+    else:
+        lm.shard.run_batches(widths, run, max_rows=batch_size, max_tokens=batch_tokens, what="text", tally=task)
+        mine = lm.shard.gather(mine)
+    for i, (value,) in mine.items():
+        out[i] = value[0]
+    return out
 
 
 def _score_batch(lm: CausalLM, ids: list[list[int]], batch: list[_Row], stats: bool) -> list[tuple]:

@@ -42,7 +42,7 @@ from .._usable import TOO_SHORT_TO_SCORE, merge, partition, skip_fields
 from ..errors import InputError, NothingUsable
 from ..model import CausalLM
 from ..registry import register_attack
-from ..scoring import score_texts
+from ..scoring import score_texts, shared_prefix_logliks
 from ._common import sha256
 
 DEFAULT_TEMPLATE = "the secret code of {owner} is {secret}"
@@ -191,6 +191,28 @@ def extrapolated_exposure(canary_ll: float, reference_ll: np.ndarray, *, space_b
     return float(min(max(bits, 0.0), space_bits))
 
 
+def _logliks(lm: CausalLM, canaries: list[Canary], references: list[str], *, batch_size: int,
+             progress: Progress | None) -> tuple[np.ndarray, np.ndarray]:
+    """Log-likelihood of each canary's text (C,) and of its text with each reference secret (C, R); NaN where a
+    text cannot be scored. A canary's texts are the same up to the secret, so each canary's texts are scored
+    after their shared prefix, which runs once per batch (`shared_prefix_logliks`: 2.5-3x faster than scoring
+    every text whole, measured on the demo's model); a text too long for the context (or too short) takes
+    `score_texts`, which windows long ones. Both split their batches over the processes of a torchrun job."""
+    groups = [[c.text] + [c.with_secret(r) for r in references] for c in canaries]
+    encoded = [lm.encode(texts) for texts in groups]
+    if all(2 <= len(t) <= lm.context_length for ids in encoded for t in ids):
+        ll = np.stack(shared_prefix_logliks(lm, encoded, batch_size=batch_size, progress=progress))
+        return ll[:, 0], ll[:, 1:]
+    texts = [g[0] for g in groups] + [t for g in groups for t in g[1:]]
+    ll = np.full(len(texts), np.nan)
+    try:
+        cache = score_texts(lm, texts, batch_size=batch_size, stats=False, progress=progress)
+        ll[cache.source_index] = cache.sum_logprob()
+    except NothingUsable:
+        pass  # no text scorable: every canary is counted by the caller, and the error names canaries, not texts
+    return ll[:len(canaries)], ll[len(canaries):].reshape(len(canaries), len(references))
+
+
 @register_attack("FA-EXT-CANARY", name="Canary exposure", kind="extraction",
                  citation="Carlini et al. 2019 (USENIX Security), arXiv:1802.08232",
                  defaults={"n_reference": 1000})
@@ -231,14 +253,7 @@ def canary_exposure(lm: CausalLM, canaries: Sequence[Canary], *, n_reference: in
     space_bits = digits * math.log2(10)
     references = random_secrets(n_reference, rng=np.random.default_rng(seed), digits=digits,
                                 exclude=[c.secret for c in canaries])
-    texts = [c.text for c in canaries] + [c.with_secret(r) for c in canaries for r in references]
-    ll = np.full(len(texts), np.nan)
-    try:
-        cache = score_texts(lm, texts, batch_size=batch_size, stats=False, progress=progress)
-        ll[cache.source_index] = cache.sum_logprob()
-    except NothingUsable:
-        pass  # no text scorable: every canary is counted below, and the error names canaries, not texts
-    canary_ll, reference_ll = ll[:len(canaries)], ll[len(canaries):].reshape(len(canaries), n_reference)
+    canary_ll, reference_ll = _logliks(lm, canaries, references, batch_size=batch_size, progress=progress)
     scored = np.isfinite(canary_ll) & np.isfinite(reference_ll).all(axis=1)
     if not scored.all():  # a canary (or one of its references) the model could not score
         usable.kept = [i for i, ok in zip(usable.kept, scored) if ok]

@@ -17,7 +17,6 @@ is computed under exactly the scheme that samples.
 
 from __future__ import annotations
 
-import inspect
 from dataclasses import asdict, dataclass
 from typing import Sequence
 
@@ -27,7 +26,7 @@ from .._progress import Progress, progress_or_null
 from .._usable import NO_TOKENS, partition
 from ..batching import DEFAULT_BATCH_TOKENS, DEFAULT_DECODE_ROWS, run_batches
 from ..errors import InputError
-from ..model import CausalLM
+from ..model import CachedForward, CausalLM
 
 
 @dataclass(frozen=True)
@@ -93,27 +92,6 @@ def decoding_logprobs(logits: torch.Tensor, sampling: SamplingConfig) -> torch.T
     if ids is None:
         return logp
     return torch.full(logits.shape, -torch.inf, device=logits.device).scatter_(-1, ids, logp)
-
-
-class _Forward:
-    """Calls a causal LM's forward with the KV-cache keyword its transformers version expects."""
-
-    def __init__(self, model) -> None:
-        self.model = model
-        params = inspect.signature(model.forward).parameters
-        self.cache_kw = "cache" if "cache" in params else "past_key_values"
-        self.can_trim_logits = "logits_to_keep" in params
-
-    def __call__(self, input_ids, attention_mask, position_ids, cache=None):
-        kwargs = {"input_ids": input_ids, "attention_mask": attention_mask, "position_ids": position_ids,
-                  "use_cache": True}
-        if cache is not None:
-            kwargs[self.cache_kw] = cache
-        if self.can_trim_logits:  # only the last position's logits are needed
-            kwargs["logits_to_keep"] = 1
-        out = self.model(**kwargs)
-        new_cache = out["cache"] if "cache" in out.keys() else out["past_key_values"]
-        return out.logits[:, -1, :], new_cache
 
 
 def _pick(logits: torch.Tensor, sampling: SamplingConfig, generators: list[torch.Generator] | None) -> torch.Tensor:
@@ -191,7 +169,7 @@ def generate(lm: CausalLM, prompts: Sequence[Sequence[int]], *, max_new_tokens: 
     eos = lm.tokenizer.eos_token_id
     if stop_at_eos and eos is None:
         stop_at_eos = False
-    forward = _Forward(lm.model)
+    forward = CachedForward(lm.model)
     order = sorted(usable.kept, key=lambda i: len(prompts[i]), reverse=True)  # little left padding
     results = Generations([None] * len(prompts), skipped=usable.skipped)
     task = progress_or_null(progress).task(f"decoding {len(order)} prompts", total=len(order))
@@ -227,7 +205,7 @@ def generate(lm: CausalLM, prompts: Sequence[Sequence[int]], *, max_new_tokens: 
     return results
 
 
-def _decode_batch(forward: _Forward, device, prompts, max_new_tokens, sampling, generators, eos):
+def _decode_batch(forward: CachedForward, device, prompts, max_new_tokens, sampling, generators, eos):
     width = max(len(p) for p in prompts)
     ids = torch.zeros((len(prompts), width), dtype=torch.long)
     mask = torch.zeros((len(prompts), width), dtype=torch.long)

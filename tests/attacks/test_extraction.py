@@ -24,7 +24,8 @@ from attacks import (
     sampled_extraction,
 )
 from attacks.extraction import decoding_logprobs, extraction_probability
-from attacks.extraction.canaries import exposure_from_loglik
+from attacks.extraction.canaries import exposure_from_loglik, random_secrets
+from attacks.scoring import score_texts, shared_prefix_logliks
 
 
 def _no_raw_text(result, secrets):
@@ -204,3 +205,44 @@ def test_hashes_can_be_keyed():
     assert keyed == hmac.new(b"owner key", b"402918573", hashlib.sha256).hexdigest() != sha256("402918573")
     canary = make_canaries(1, seed=0)[0]
     assert canary.as_dict(hash_key=b"k")["sha256"] == sha256(canary.text, b"k")
+
+
+def test_shared_prefix_scoring_equals_scoring_each_text_whole(world):
+    canary = world.canaries[0]
+    texts = [canary.text] + [canary.with_secret(s) for s in ("000000000", "123456789", "987654321")]
+    texts += world.members[:3]  # lists that share no prefix with the canary's: scored in groups of their own
+    groups = [world.target.encode(texts[:4]), world.target.encode(texts[4:])]
+    whole = score_texts(world.target, texts, stats=False).sum_logprob()
+    got = np.concatenate(shared_prefix_logliks(world.target, groups, batch_size=2))  # several batches a group
+    np.testing.assert_allclose(got, whole, atol=1e-4)
+    with pytest.raises(InputError, match="2 to"):
+        shared_prefix_logliks(world.target, [[[5]]])
+
+
+def test_canary_exposure_ranks_as_scoring_whole_texts_would(world):
+    res = canary_exposure(world.target, world.canaries, n_reference=31, seed=2)
+    refs = random_secrets(31, rng=np.random.default_rng(2), digits=len(world.canaries[0].secret),
+                          exclude=[c.secret for c in world.canaries])
+    assert len(res.per_canary) == len(world.canaries)
+    for canary, scored in zip(world.canaries, res.per_canary):
+        ll = score_texts(world.target, [canary.text] + [canary.with_secret(r) for r in refs], stats=False).sum_logprob()
+        assert scored["rank"] == exposure_from_loglik(ll[0], ll[1:])[0]
+
+
+def test_shared_prefix_scoring_splits_over_processes_with_the_same_results(world, tmp_path):
+    # a one-process gloo group with the job's Shard: the torchrun code path (plan, gather, progress tally) in-process
+    import dataclasses
+
+    import torch.distributed as dist
+
+    from attacks.sharding import Shard
+
+    groups = [world.target.encode([c.text for c in world.canaries]), world.target.encode(world.members[:4])]
+    alone = shared_prefix_logliks(world.target, groups, batch_size=3)
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    try:
+        split = shared_prefix_logliks(dataclasses.replace(world.target, shard=Shard(rank=0, size=1)), groups,
+                                      batch_size=3)
+    finally:
+        dist.destroy_process_group()
+    assert all(np.array_equal(a, b) for a, b in zip(alone, split))

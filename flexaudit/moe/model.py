@@ -381,15 +381,15 @@ class FlexOlmo(nn.Module):
             layer.mlp.gate.logit_mask.copy_(mask)
 
     # --- conversion to and from the Hugging Face FlexOlmo layout ----------------------------------------
+    def _hf_same_name(self) -> dict[str, torch.Tensor]:
+        """The state dict's tensors that keep their name in the Hugging Face layout: all but the router rows (one
+        (E, H) tensor per layer there) and the router bias (HF has no place for it), and a tied output head."""
+        return {name: t for name, t in self.state_dict().items()
+                if ".mlp.gate." not in name and not (name == "lm_head.weight" and self.config.tie_word_embeddings)}
+
     def hf_state_dict(self) -> dict[str, torch.Tensor]:
         """Tensors under Hugging Face FlexOlmo names. The router bias is dropped: HF has no place for it."""
-        out = {}
-        for name, t in self.state_dict().items():
-            if ".mlp.gate." in name:
-                continue
-            if name == "lm_head.weight" and self.config.tie_word_embeddings:
-                continue
-            out[name] = t.detach().contiguous()
+        out = {name: t.detach().contiguous() for name, t in self._hf_same_name().items()}
         for i, layer in enumerate(self.model.layers):
             rows = [row.weight.detach() for row in layer.mlp.gate.rows]  # E x (1, H)
             out[f"model.layers.{i}.mlp.gate.weight"] = torch.cat(rows, dim=0).contiguous()  # (E, H)
@@ -398,8 +398,7 @@ class FlexOlmo(nn.Module):
     def hf_shapes(self) -> dict[str, torch.Size]:
         """The names and shapes of hf_state_dict's tensors, computing none: on the meta device an op such as the
         router rows' concatenation would run torch's Python reference implementation (see _init_weights)."""
-        out = {name: t.shape for name, t in self.state_dict().items()
-               if ".mlp.gate." not in name and not (name == "lm_head.weight" and self.config.tie_word_embeddings)}
+        out = {name: t.shape for name, t in self._hf_same_name().items()}
         for i, layer in enumerate(self.model.layers):
             out[f"model.layers.{i}.mlp.gate.weight"] = torch.Size((len(layer.mlp.gate.rows), self.config.hidden_size))
         return out

@@ -22,6 +22,17 @@ DEFAULT_BATCH_TOKENS = 16_384
 DEFAULT_DECODE_ROWS = 128
 
 
+def right_padded(rows: Sequence[Sequence[int]], device: torch.device | str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(ids, mask) on `device`, both (len(rows), longest row) int64: each row's tokens from the left and zeros
+    after them (mask 1 on the tokens, 0 on the padding), so in a causal model no real position sees padding."""
+    width = max(len(r) for r in rows)
+    ids = torch.zeros((len(rows), width), dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for j, r in enumerate(rows):
+        ids[j, :len(r)], mask[j, :len(r)] = torch.tensor(list(r)), 1
+    return ids.to(device), mask.to(device)
+
+
 def is_out_of_memory(exc: BaseException) -> bool:
     """CUDA's out-of-memory error, or the host allocator's."""
     if isinstance(exc, (torch.cuda.OutOfMemoryError, MemoryError)):

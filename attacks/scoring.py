@@ -48,7 +48,7 @@ import torch
 
 from ._progress import Progress, progress_or_null
 from ._usable import NOT_TEXT, TOO_SHORT_TO_SCORE, only_texts, partition
-from .batching import DEFAULT_BATCH_TOKENS, run_batches
+from .batching import DEFAULT_BATCH_TOKENS, right_padded, run_batches
 from .errors import InputError
 from .model import CachedForward, CausalLM
 
@@ -401,7 +401,6 @@ def _group_logliks(lm: CausalLM, forward: CachedForward, ids: list[list[int]], b
 
     def run(start: int, stop: int) -> None:
         rows = order[start:stop]
-        width = max(len(tails[i]) for i in rows)
         head = torch.tensor([prefix], device=lm.device)  # (1, P)
         # the cache grows in place with every call, so each batch runs the prefix afresh (P tokens, once)
         start_positions = torch.arange(shared, device=lm.device)[None]  # (1, P)
@@ -409,13 +408,9 @@ def _group_logliks(lm: CausalLM, forward: CachedForward, ids: list[list[int]], b
         prefix_ll = float(torch.log_softmax(logits[0, :-1].float(), -1).gather(-1, head[0, 1:, None]).sum())
         first = torch.log_softmax(logits[0, -1].float(), -1)  # (V,): the first own token of every row
         cache.batch_repeat_interleave(len(rows))
-        tail_ids = torch.zeros((len(rows), width), dtype=torch.long)
-        mask = torch.zeros((len(rows), shared + width), dtype=torch.long)
-        mask[:, :shared] = 1
-        for j, i in enumerate(rows):  # right padding: a row's real positions never see its padding
-            tail_ids[j, :len(tails[i])] = torch.tensor(tails[i])
-            mask[j, shared:shared + len(tails[i])] = 1
-        tail_ids, mask = tail_ids.to(lm.device), mask.to(lm.device)
+        tail_ids, tail_mask = right_padded([tails[i] for i in rows], lm.device)  # (B, W) each
+        width = tail_ids.shape[1]
+        mask = torch.cat([torch.ones_like(tail_mask[:, :1]).expand(-1, shared), tail_mask], dim=1)  # (B, P + W)
         positions = torch.arange(shared, shared + width, device=lm.device).expand(len(rows), -1)  # (B, W)
         logits, _ = forward(tail_ids, mask, positions, cache, last_only=False)  # (B, W, V)
         # position k of a row predicts its token k + 1: reduce only the real ones (flat indices, as _score_batch)
@@ -439,13 +434,8 @@ def _group_logliks(lm: CausalLM, forward: CachedForward, ids: list[list[int]], b
 
 def _score_batch(lm: CausalLM, ids: list[list[int]], batch: list[_Row], stats: bool) -> list[tuple]:
     """One right-padded forward pass; (logprobs, mu, var) arrays for each row's scored targets."""
-    width = max(r.end - r.start for r in batch)
-    input_ids = torch.zeros((len(batch), width), dtype=torch.long)
-    mask = torch.zeros((len(batch), width), dtype=torch.long)
-    for j, r in enumerate(batch):
-        input_ids[j, :r.end - r.start] = torch.tensor(ids[r.text][r.start:r.end])
-        mask[j, :r.end - r.start] = 1
-    input_ids, mask = input_ids.to(lm.device), mask.to(lm.device)
+    input_ids, mask = right_padded([ids[r.text][r.start:r.end] for r in batch], lm.device)  # (B, W) each
+    width = input_ids.shape[1]
     logits = lm.model(input_ids=input_ids, attention_mask=mask, use_cache=False).logits
     # Logits at row position k predict token k + 1. Only the scored, non-padded positions of the whole
     # batch are reduced (flat indices into the (rows * width, V) view), so there are no per-row calls.

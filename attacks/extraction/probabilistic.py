@@ -25,7 +25,7 @@ import torch
 from .. import metrics
 from .._progress import Progress, progress_or_null
 from .._usable import skip_fields
-from ..batching import run_batches
+from ..batching import right_padded, run_batches
 from ..errors import InputError
 from ..model import CausalLM
 from ..registry import register_attack
@@ -84,16 +84,12 @@ def suffix_logprobs(lm: CausalLM, prefixes: Sequence[Sequence[int]], suffixes: S
     def run(first: int, stop: int) -> None:
         rows = order[first:stop]
         seqs = [list(prefixes[i]) + list(suffixes[i]) for i in rows]
-        width = max(map(len, seqs))
-        ids = torch.zeros((len(rows), width), dtype=torch.long)
-        mask = torch.zeros_like(ids)
-        for j, s in enumerate(seqs):
-            ids[j, :len(s)], mask[j, :len(s)] = torch.tensor(s), 1
-        logits = lm.model(input_ids=ids.to(lm.device), attention_mask=mask.to(lm.device), use_cache=False).logits
+        ids, mask = right_padded(seqs, lm.device)  # (B, W) each
+        logits = lm.model(input_ids=ids, attention_mask=mask, use_cache=False).logits
         for j, i in enumerate(rows):
             start, end = len(prefixes[i]), len(seqs[j])
             logp = decoding_logprobs(logits[j, start - 1:end - 1], sampling)
-            target = ids[j, start:end].to(lm.device)
+            target = ids[j, start:end]
             out[i] = float(logp.gather(-1, target[:, None]).sum())
             mine[i] = (np.float64(out[i]),)
         own_task.advance(len(rows))

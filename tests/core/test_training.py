@@ -49,17 +49,18 @@ def test_killed_runs_resume_to_identical_weights(tmp_path, tiny_anchor, corpus_d
     done = _run(tmp_path, tiny_anchor, data, reference)
     assert done.returncode == 0, done.stderr
     expected = load_file(reference / "expert.safetensors")
-    # killed after a step, while writing a checkpoint, and between writing and publishing it
-    for fault in ("step:4", "checkpoint-write:6", "checkpoint-publish:3"):
-        out = tmp_path / fault.replace(":", "-")
-        killed = _run(tmp_path, tiny_anchor, data, out, fault=fault)
-        assert killed.returncode == 137, killed.stderr
+    # one run killed three times, each resume dying at the next fault: between writing and publishing a
+    # checkpoint, after a step, and while writing a checkpoint; then resumed to the end
+    out = tmp_path / "killed"
+    for i, fault in enumerate(("checkpoint-publish:3", "step:4", "checkpoint-write:6")):
+        killed = _run(tmp_path, tiny_anchor, data, out, fault=fault, resume=i > 0)
+        assert killed.returncode == 137, (fault, killed.stderr)
         assert not out.exists()  # nothing half-written where the package goes
-        resumed = _run(tmp_path, tiny_anchor, data, out, resume=True)
-        assert resumed.returncode == 0, resumed.stderr
-        got = load_file(out / "expert.safetensors")
-        assert got.keys() == expected.keys()
-        assert all((got[k] == expected[k]).all() for k in got), fault
+    resumed = _run(tmp_path, tiny_anchor, data, out, resume=True)
+    assert resumed.returncode == 0, resumed.stderr
+    got = load_file(out / "expert.safetensors")
+    assert got.keys() == expected.keys()
+    assert all((got[k] == expected[k]).all() for k in got)
 
 
 def test_resume_refuses_other_settings(tmp_path, tiny_anchor, corpus_dir):

@@ -112,23 +112,25 @@ def test_killed_dp_runs_resume_to_identical_weights_and_epsilon(tmp_path, tiny_a
     assert done.returncode == 0, done.stderr
     expected = load_file(reference / "expert.safetensors")
     expected_privacy = json.loads((reference / "manifest.json").read_text())["privacy"]
-    for fault in ("step:2", "checkpoint-write:6", "step:7"):
-        home = _home(tmp_path, fault.replace(":", "-"), key_from=ref_home)  # same owner, own ledger
-        out = tmp_path / f"out-{fault.replace(':', '-')}"
-        killed = _run(home, tiny_anchor, data, out, fault=fault)
-        assert killed.returncode == 137, killed.stderr
+    # one run killed three times, each resume dying at the next fault (after a step before any checkpoint, while
+    # writing one, after a step past it), then resumed to the end
+    home = _home(tmp_path, "killed", key_from=ref_home)  # same owner, own ledger
+    out = tmp_path / "out-killed"
+    ledger = Ledger(home / "ledger.db")
+    for i, fault in enumerate(("step:2", "checkpoint-write:6", "step:7")):
+        killed = _run(home, tiny_anchor, data, out, fault=fault, resume=i > 0)
+        assert killed.returncode == 137, (fault, killed.stderr)
         assert not out.exists()
-        ledger = Ledger(home / "ledger.db")
         assert [r.status for r in ledger.runs()] == ["planned"]  # the ledger is not ahead of what was released
-        resumed = _run(home, tiny_anchor, data, out, resume=True)
-        assert resumed.returncode == 0, resumed.stderr
-        got = load_file(out / "expert.safetensors")
-        assert all(torch.equal(got[k], expected[k]) for k in expected), fault
-        privacy = json.loads((out / "manifest.json").read_text())["privacy"]
-        assert privacy["epsilon"] == expected_privacy["epsilon"] and privacy["steps"] == 8
-        assert privacy["training_statistics"] == expected_privacy["training_statistics"]  # no step twice or skipped
-        [run] = ledger.runs()
-        assert run.status == "released" and run.history[0].steps == 8
+    resumed = _run(home, tiny_anchor, data, out, resume=True)
+    assert resumed.returncode == 0, resumed.stderr
+    got = load_file(out / "expert.safetensors")
+    assert all(torch.equal(got[k], expected[k]) for k in expected)
+    privacy = json.loads((out / "manifest.json").read_text())["privacy"]
+    assert privacy["epsilon"] == expected_privacy["epsilon"] and privacy["steps"] == 8
+    assert privacy["training_statistics"] == expected_privacy["training_statistics"]  # no step twice or skipped
+    [run] = ledger.runs()
+    assert run.status == "released" and run.history[0].steps == 8
 
 
 def test_dp_manifest_block_and_ledger(tmp_path, tiny_anchor, corpus_dir):

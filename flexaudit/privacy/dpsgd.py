@@ -117,7 +117,6 @@ def _register_router_bias_sampler() -> None:
         return {layer.weight: per_sample * (layer.weight <= 0).to(per_sample.dtype)}
 
 
-
 class _LinearPerSample(torch.autograd.Function):
     """y = x W^T whose backward keeps the layer's input and output gradient on W (`W.dp_factors`) instead
     of computing the summed weight gradient, which DP-SGD would discard; the clipper forms each row's

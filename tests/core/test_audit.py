@@ -173,4 +173,3 @@ def test_canary_references_must_be_positive(tiny_anchor, clinical_expert, tmp_pa
     result = invoke("audit", clinical_expert, "--anchor", tiny_anchor, "--out", tmp_path / "a", "--canary-references", 0)
     assert result.exit_code == 2 and "--canary-references must be at least 1" in one_error_line(result)
     assert not (tmp_path / "a").exists()
-

@@ -19,6 +19,7 @@ optional progress object (`task(description, total) -> advance(n, **fields) / cl
     probabilistic_extraction(target, members).by_queries[100]
     canary_exposure(target, make_canaries(20, seed=7, include_prob=0.5)).epsilon_one_run
     pii_leakage(target, items=[{"category": "email", "value": "..."}], prompts=[...]).by_category
+    pii_inference(target, [{"category": "iban", "value": "...", "prompt": "...", "candidates": [...]}]).inferred
     blind_baseline(members, nonmembers).warning
     metrics.tpr_at_fpr(member_scores, nonmember_scores, fpr=0.01)
 
@@ -29,7 +30,7 @@ raises `NothingUsable` only when nothing usable is left.
 
 Attack IDs (stable; reports and policies refer to them): FA-MIA-LOSS, FA-MIA-ZLIB, FA-MIA-MINK,
 FA-MIA-MINKPP, FA-MIA-REF, FA-MIA-RMIA, FA-MIA-LIRA (membership, higher score = member);
-FA-EXT-DISC, FA-EXT-SAMPLED, FA-EXT-PROB, FA-EXT-CANARY, FA-EXT-PII (extraction); FA-HYG-BLIND
+FA-EXT-DISC, FA-EXT-SAMPLED, FA-EXT-PROB, FA-EXT-CANARY, FA-EXT-PII, FA-EXT-PII-INF (extraction); FA-HYG-BLIND
 (hygiene check). `list_attacks()` lists them with citations; `register_attack` adds one.
 """
 
@@ -43,12 +44,14 @@ from .extraction import (
                          PYTHIA_32_32,
                          Canary,
                          Generations,
+                         InferenceTrial,
                          PersonalItem,
                          SamplingConfig,
                          canary_exposure,
                          discoverable_extraction,
                          generate,
                          make_canaries,
+                         pii_inference,
                          pii_leakage,
                          probabilistic_extraction,
                          sampled_extraction,
@@ -67,7 +70,8 @@ __all__ = [
     "run_membership", "MembershipReport", "MembershipResult", "MembershipContext",
     # extraction
     "discoverable_extraction", "sampled_extraction", "probabilistic_extraction", "canary_exposure",
-    "make_canaries", "Canary", "pii_leakage", "PersonalItem", "generate", "Generations", "SamplingConfig", "GREEDY",
+    "make_canaries", "Canary", "pii_leakage", "PersonalItem", "pii_inference", "InferenceTrial",
+    "generate", "Generations", "SamplingConfig", "GREEDY",
     "PAPER_SAMPLING", "BENCHMARK_50_50", "PYTHIA_32_32", "DEFAULT_TEMPLATE",
     # hygiene and metrics
     "blind_baseline", "BlindBaselineResult", "metrics",

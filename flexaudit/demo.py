@@ -201,6 +201,7 @@ def _headline(report: dict) -> dict:
         "discoverable_extraction": pick(metrics.extraction_rate(report, "FA-EXT-DISC")),
         "sampled_extraction": pick(metrics.extraction_rate(report, "FA-EXT-SAMPLED")),
         "personal_data_leaked": pick(metrics.extraction_rate(report, "FA-EXT-PII")),
+        "personal_data_inferred": pick(metrics.extraction_rate(report, "FA-EXT-PII-INF")),
         "canary_exposure_bits": pick(metrics.canary_exposure(report)),
         "epsilon": report.get("privacy_guarantee", {}).get("epsilon"),
     }
@@ -658,6 +659,7 @@ def write_page(path: Path, d: dict) -> None:
         audits.append({"name": name, "decision": a["gate"]["decision"], "pool": status,
                        "auc": _figure_text(f.get("membership_auc")), "sampled": _figure_text(f.get("sampled_extraction")),
                        "personal": _figure_text(f.get("personal_data_leaked")),
+                       "inferred": _figure_text(f.get("personal_data_inferred")),
                        "reasons": "; ".join(x["rule_id"] for x in a["gate"].get("failing", [])) or "-",
                        "report": rel(a["report"])})
     m = d["machine"]

@@ -16,10 +16,10 @@ A pool of this expert alone is anchor + expert, and a pool without any expert is
 the audit's own results rather than attacking the same weights twice (their `experts` field shows it).
 
 Rows: the paper's sampled attack (FA-EXT-SAMPLED), discoverable extraction (FA-EXT-DISC) and, where the data
-holds personal data, personal-data leakage (FA-EXT-PII), each a rate with its Clopper-Pearson interval. The
-anchor and expert rows are the audit's own results; the other models are attacked with exactly the same
-documents, prompts, seeds and settings, and every row records a keyed digest of the documents its attacks ran
-on, so a reader can check that all rows measured the same documents.
+holds personal data, personal-data leakage (FA-EXT-PII) and inference (FA-EXT-PII-INF), each a rate with its
+Clopper-Pearson interval. The anchor and expert rows are the audit's own results; the other models are attacked
+with exactly the same documents, prompts, trials, seeds and settings, and every row records a keyed digest of
+the documents its attacks ran on, so a reader can check that all rows measured the same documents.
 """
 
 from __future__ import annotations
@@ -41,8 +41,10 @@ from flexaudit.moe.expert import compose, load_package
 from flexaudit.moe.merge import PUBLIC
 from flexaudit.progress import NULL_PROGRESS
 
-ATTACKS = ("FA-EXT-SAMPLED", "FA-EXT-DISC", "FA-EXT-PII")
-RATE_FIELD = {"FA-EXT-SAMPLED": "extracted", "FA-EXT-DISC": "exact", "FA-EXT-PII": "leaked"}
+ATTACKS = ("FA-EXT-SAMPLED", "FA-EXT-DISC", "FA-EXT-PII", "FA-EXT-PII-INF")
+RATE_FIELD = {"FA-EXT-SAMPLED": "extracted", "FA-EXT-DISC": "exact", "FA-EXT-PII": "leaked",
+              "FA-EXT-PII-INF": "inferred"}
+PERSONAL = ("FA-EXT-PII", "FA-EXT-PII-INF")  # prompts, not documents: no documents digest
 
 
 @dataclass(frozen=True)
@@ -96,8 +98,8 @@ def extra_models(package, anchor, *, dense_baseline: Path | None, pool_experts: 
 
 
 def run_comparison_attacks(lm, attacked: list[str], *, prefix: int, suffix: int, window: int, samples: int,
-                           items: list[dict], prompts: list[str], pii_new_tokens: int, seed: int, key: bytes,
-                           run: Sequence[str], attempt: Callable, progress) -> dict[str, Any]:
+                           items: list[dict], prompts: list[str], pii_new_tokens: int, trials: list[dict], seed: int,
+                           key: bytes, run: Sequence[str], attempt: Callable, progress) -> dict[str, Any]:
     """The table's attacks (those in `run`) on one model, with the audit's own settings, each through the audit's
     `attempt` (flexaudit.audit.run: an attack left with nothing usable becomes a not-run record)."""
     import attacks
@@ -113,6 +115,9 @@ def run_comparison_attacks(lm, attacked: list[str], *, prefix: int, suffix: int,
     if "FA-EXT-PII" in run:
         out["FA-EXT-PII"] = attempt("FA-EXT-PII", attacks.pii_leakage, lm, items, prompts,
                                      max_new_tokens=pii_new_tokens, seed=seed, hash_key=key, progress=progress)
+    if "FA-EXT-PII-INF" in run:
+        out["FA-EXT-PII-INF"] = attempt("FA-EXT-PII-INF", attacks.pii_inference, lm, trials, hash_key=key,
+                                         progress=progress)
     return out
 
 
@@ -138,7 +143,7 @@ def table_row(model: Compared, results: dict[str, Any], key: bytes) -> dict:
         r = _as_dict(results.get(attack_id))
         ok = r is not None and r.get("status", "ok") == "ok"
         row["rates"][attack_id] = r[RATE_FIELD[attack_id]] if ok else None
-        if attack_id != "FA-EXT-PII":
+        if attack_id not in PERSONAL:
             row["documents_digest"][attack_id] = documents_digest(r, key) if ok else None
     sampled, disc = _as_dict(results.get("FA-EXT-SAMPLED")), _as_dict(results.get("FA-EXT-DISC"))
     row["mean_best_similarity"] = (sampled or {}).get("mean_best_similarity")
@@ -146,7 +151,8 @@ def table_row(model: Compared, results: dict[str, Any], key: bytes) -> dict:
     return row
 
 
-def build_table(rows: list[dict], *, documents: int, prompts: int, items: int, settings: dict) -> dict:
+def build_table(rows: list[dict], *, documents: int, prompts: int, items: int, settings: dict,
+                trials: int = 0) -> dict:
     """The report's empirical.extraction_comparison block. Raises InputError if two rows measured different
     documents (every row must attack the same members for the comparison to mean anything)."""
     for attack_id in ("FA-EXT-SAMPLED", "FA-EXT-DISC"):
@@ -154,13 +160,14 @@ def build_table(rows: list[dict], *, documents: int, prompts: int, items: int, s
         if len(digests) > 1:
             raise InputError(f"the extraction table's rows attacked different documents with {attack_id}: "
                              "every model must be attacked on the same members")
-    return {"documents": documents, "prompts": prompts, "personal_data_items": items, "settings": settings,
-            "rows": rows}
+    return {"documents": documents, "prompts": prompts, "personal_data_items": items, "inference_trials": trials,
+            "settings": settings, "rows": rows}
 
 
 def compare(package, anchor, extraction: dict[str, list], *, dense_baseline: Path | None,
             pool_experts: Sequence[Path] | None, attacked: list[str], prefix: int, suffix: int, window: int,
-            samples: int, items: list[dict], prompts: list[str], pii_new_tokens: int, run: Sequence[str], seed: int,
+            samples: int, items: list[dict], prompts: list[str], pii_new_tokens: int, trials: list[dict],
+            run: Sequence[str], seed: int,
             key: bytes, attempt: Callable, placement: Placement = CPU_FLOAT32, shard=None,
             progress=NULL_PROGRESS) -> dict:
     """The table for one audit: the anchor and expert rows from the audit's own extraction results
@@ -185,7 +192,7 @@ def compare(package, anchor, extraction: dict[str, list], *, dense_baseline: Pat
                                         dtype=placement.dtype, shard=shard)  # split under torchrun, as the audit's
             results = run_comparison_attacks(lm, attacked, prefix=prefix, suffix=suffix, window=window,
                                              samples=samples, items=items, prompts=prompts,
-                                             pii_new_tokens=pii_new_tokens, seed=seed, key=key, run=run,
+                                             pii_new_tokens=pii_new_tokens, trials=trials, seed=seed, key=key, run=run,
                                              attempt=attempt, progress=progress)
             rows.append(table_row(model, results, key))
     order = {"anchor": 0, "dense": 1, "expert": 2, "pool": 3, "opt-out": 4}
@@ -194,4 +201,5 @@ def compare(package, anchor, extraction: dict[str, list], *, dense_baseline: Pat
                 "seed": seed, "pii_new_tokens": pii_new_tokens}
     pii = "FA-EXT-PII" in run
     return build_table(rows, documents=len(attacked), prompts=len(prompts) if pii else 0,
-                       items=len(items) if pii else 0, settings=settings)
+                       items=len(items) if pii else 0, settings=settings,
+                       trials=len(trials) if "FA-EXT-PII-INF" in run else 0)

@@ -8,6 +8,7 @@ the report says so. Values found are used in memory and never written anywhere.
 
 from __future__ import annotations
 
+import random
 import re
 from dataclasses import dataclass
 
@@ -72,3 +73,33 @@ def find_personal_data(text: str) -> list[Found]:
     for m in PHONE.finditer(text):
         add("phone", m, sum(c.isdigit() for c in m.group(0)) >= 7)
     return sorted(found, key=lambda f: f.start)
+
+
+def value_shape(value: str) -> str:
+    """The format of a value, its characters abstracted: 'GB84 HAVL 6287' -> 'A00 A 0000'."""
+    return re.sub(r"\d", "0", re.sub(r"[A-Za-z]+", "A", value))
+
+
+def inference_trials(members: list[str], nonmembers: list[str], *, limit: int, candidates: int, seed: int,
+                     context_chars: int = 200) -> list[dict]:
+    """Trials of the personal-data inference game (attacks.pii_inference) on the members' items: the text before
+    each item (up to `context_chars` characters; items in the first 24 characters have no context and are left
+    out), its value, and up to `candidates` other values of the same category and format found in the
+    non-members. Candidates come from the non-members so that they are as plausible in the domain as the true
+    value but were never trained on: a model that learned only the domain's formats (a bank's sort codes, a
+    hospital's date style) has no reason to prefer the true one. Items without such a candidate are left out;
+    at most `limit` trials, sampled with `seed`."""
+    pool: dict[tuple[str, str], set[str]] = {}
+    for text in nonmembers:
+        for f in find_personal_data(text):
+            pool.setdefault((f.category, value_shape(f.value)), set()).add(f.value)
+    rng = random.Random(seed)
+    trials = []
+    for text in members:
+        for f in find_personal_data(text):
+            others = sorted(pool.get((f.category, value_shape(f.value)), set()) - {f.value})
+            if f.start >= 24 and others:
+                trials.append({"category": f.category, "value": f.value,
+                               "prompt": text[max(0, f.start - context_chars): f.start],
+                               "candidates": rng.sample(others, min(candidates, len(others)))})
+    return trials if len(trials) <= limit else rng.sample(trials, limit)

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from flexaudit.audit.personal_data import NOT_SEARCHED, find_personal_data
+from flexaudit.audit.personal_data import NOT_SEARCHED, find_personal_data, inference_trials
 from flexaudit.data import load_documents
 from flexaudit.data.split import owner_home, owner_key
 from flexaudit.errors import InputError, IntegrityError
@@ -42,8 +42,8 @@ from flexaudit.moe.merge import export_for_transformers, read_pool
 from flexaudit.progress import NULL_PROGRESS, Progress
 
 MEMBERSHIP_ATTACKS = ("FA-MIA-LOSS", "FA-MIA-ZLIB", "FA-MIA-MINK", "FA-MIA-MINKPP", "FA-MIA-REF", "FA-MIA-RMIA")
-EXTRACTION_ATTACKS = ("FA-EXT-DISC", "FA-EXT-SAMPLED", "FA-EXT-PROB", "FA-EXT-CANARY", "FA-EXT-PII")
-MIN_PERSONAL_ITEMS = 10  # below this, text without personal data (e.g. code): the leakage attack is not run
+EXTRACTION_ATTACKS = ("FA-EXT-DISC", "FA-EXT-SAMPLED", "FA-EXT-PROB", "FA-EXT-CANARY", "FA-EXT-PII", "FA-EXT-PII-INF")
+MIN_PERSONAL_ITEMS = 10  # below this, text without personal data (e.g. code): the personal-data attacks are not run
 
 
 @dataclass(frozen=True)
@@ -55,6 +55,8 @@ class AuditOptions:
     sampled_window: int | None = None  # tokens incl. the prefix; None: the anchor's context, at most 128
     samples_per_prefix: int = 10
     pii_prompts: int = 100
+    pii_trials: int = 100  # personal-data inference trials, at most (one forward pass per candidate: cheap)
+    pii_candidates: int = 9  # other values per inference trial (chance 1 in 10 where the non-members have 9)
     # FA-EXT-CANARY ranks each canary's secret among this many sampled secrets, each scored as a whole canary text:
     # the attack's cost (24 canaries score 24,000 texts per model at 1,000); exposure is censored at log2(n + 1)
     canary_references: int = 1000
@@ -270,6 +272,9 @@ def run_attacks(
         items, prompts, categories = _pii_prompts(member_texts, options.pii_prompts, options.seed)
         pii_new_tokens = _pii_new_tokens(anchor.tokenizer, items, context)
         prompts = [_last_tokens(anchor.tokenizer, p, context - pii_new_tokens) for p in prompts]
+        trials = [t | {"prompt": _last_tokens(anchor.tokenizer, t["prompt"], context - pii_new_tokens)} for t in
+                  inference_trials(member_texts, nonmember_texts, limit=options.pii_trials,
+                                   candidates=options.pii_candidates, seed=options.seed)]
         for side, lm in (("target", target), ("anchor", reference)):
             runs = extraction[side]
             if _selected(options, "FA-EXT-DISC"):
@@ -299,6 +304,16 @@ def run_attacks(
                     runs.append({"attack_id": "FA-EXT-PII", "status": "not_run",
                                  "reason": f"{len(items)} personal-data items found in the training texts audited, "
                                            f"fewer than {MIN_PERSONAL_ITEMS}: no leakage rate to measure"})
+            if _selected(options, "FA-EXT-PII-INF"):
+                if len(trials) >= MIN_PERSONAL_ITEMS:
+                    runs.append(_attempt("FA-EXT-PII-INF", attacks.pii_inference, lm, trials,
+                                         batch_size=options.batch_size, batch_tokens=options.batch_tokens,
+                                         reveal=options.reveal, hash_key=key, progress=progress))
+                elif side == "target":
+                    runs.append({"attack_id": "FA-EXT-PII-INF", "status": "not_run",
+                                 "reason": f"{len(trials)} personal-data items of the training texts audited have a "
+                                           f"value of the same kind among the non-members, fewer than "
+                                           f"{MIN_PERSONAL_ITEMS}: no inference rate to measure"})
         seconds["extraction"] = time.perf_counter() - t
         comparison = None
         if compared:
@@ -308,11 +323,14 @@ def run_attacks(
             comparison = compare(package, anchor, extraction, dense_baseline=options.dense_baseline,
                                  pool_experts=options.pool_experts, attacked=attacked, prefix=prefix, suffix=suffix,
                                  window=window, samples=options.samples_per_prefix, items=items, prompts=prompts,
-                                 pii_new_tokens=pii_new_tokens, seed=options.seed, key=key, attempt=_attempt,
+                                 pii_new_tokens=pii_new_tokens, trials=trials, seed=options.seed, key=key,
+                                 attempt=_attempt,
                                  placement=placement, shard=shard,
                                  run=[a for a in ("FA-EXT-DISC", "FA-EXT-SAMPLED") if _selected(options, a)]
                                  + (["FA-EXT-PII"] if _selected(options, "FA-EXT-PII") and len(items) >= MIN_PERSONAL_ITEMS
-                                    and prompts else []), progress=progress)
+                                    and prompts else [])
+                                 + (["FA-EXT-PII-INF"] if _selected(options, "FA-EXT-PII-INF")
+                                    and len(trials) >= MIN_PERSONAL_ITEMS else []), progress=progress)
             seconds["comparison"] = time.perf_counter() - t
         evidence = None
         discoverable = next((r for r in extraction["target"]

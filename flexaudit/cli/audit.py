@@ -32,7 +32,7 @@ def summary_rows(report: dict) -> list[tuple[str, str, str]]:
 
     rows = []
     measurements = metrics.membership_auc(report) + metrics.membership_tpr(report, fpr=0.01)
-    for attack_id in ("FA-EXT-DISC", "FA-EXT-SAMPLED", "FA-EXT-PII"):
+    for attack_id in ("FA-EXT-DISC", "FA-EXT-SAMPLED", "FA-EXT-PII", "FA-EXT-PII-INF"):
         m = metrics.extraction_rate(report, attack_id)
         if m is not None:
             measurements.append(m)

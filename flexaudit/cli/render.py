@@ -26,17 +26,20 @@ def _rate(r: dict | None) -> str:
     return f"{r['value']:.2f} [{r['ci']['low']:.2f}, {r['ci']['high']:.2f}]"
 
 
+COLUMNS = ("FA-EXT-SAMPLED", "FA-EXT-DISC", "FA-EXT-PII", "FA-EXT-PII-INF")  # the extraction table's, in order
+
+
 def extraction_table(tables: dict[str, dict], title: str) -> Table:
     """The extraction table ({owner: report.json's extraction_comparison}) as one terminal table."""
     table = Table(title=title)
-    for col in ("members of", "model", "sampled (paper)", "discoverable", "personal data"):
+    for col in ("members of", "model", "sampled (paper)", "discoverable", "personal data", "inferred"):
         table.add_column(col, justify="left" if col in ("members of", "model") else "right")
     for owner, block in tables.items():
         rows = block["rows"]
         for i, row in enumerate(rows):
             rates = row["rates"]
-            table.add_row(owner if i == 0 else "", row["label"], _rate(rates.get("FA-EXT-SAMPLED")),
-                          _rate(rates.get("FA-EXT-DISC")), _rate(rates.get("FA-EXT-PII")),
+            table.add_row(owner if i == 0 else "", row["label"],
+                          *(_rate(rates.get(a)) for a in COLUMNS),
                           end_section=i == len(rows) - 1)
     return table
 
@@ -70,17 +73,18 @@ def print_demo(result) -> None:
 
     if result.audits:
         leak = Table(title="Leakage per expert (value ≤ upper 95% bound; dim rows: the anchor alone)")
-        for col in ("expert", "MIA AUC", "TPR@1%", "verbatim", "sampled", "personal", "gate", "pool"):
+        for col in ("expert", "MIA AUC", "TPR@1%", "verbatim", "sampled", "personal", "inferred", "gate", "pool"):
             leak.add_column(col, justify="left" if col in ("expert", "gate", "pool") else "right")
         pool = result.pool
         metrics = ("membership_auc", "tpr_at_1pct_fpr", "discoverable_extraction", "sampled_extraction",
-                   "personal_data_leaked")
+                   "personal_data_leaked", "personal_data_inferred")
         for name, a in result.audits.items():
             f = a["figures"]
             status = "admitted" if name in pool.get("admitted", []) else ("refused" if name in pool.get("refused", {}) else "")
             colour = {"pass": "green", "fail": "red"}.get(a["gate"]["decision"], "yellow")
-            leak.add_row(name, *(_figure(f[m]) for m in metrics), f"[{colour}]{a['gate']['decision']}[/{colour}]", status)
-            leak.add_row("  anchor", *(_anchor_figure(f[m]) for m in metrics), "", "", style="dim")
+            leak.add_row(name, *(_figure(f.get(m)) for m in metrics), f"[{colour}]{a['gate']['decision']}[/{colour}]",
+                         status)
+            leak.add_row("  anchor", *(_anchor_figure(f.get(m)) for m in metrics), "", "", style="dim")
         out.print(leak)
         for name, why in result.pool.get("refused", {}).items():
             out.print(f"  refused {name} (exit {why['exit_code']}): {why['reason']}", markup=False)
@@ -95,11 +99,13 @@ def print_demo(result) -> None:
                                    "Extraction per owner's members, per model (rate [95% CI]; same documents in every row)"))
         tables = [v["table"] for v in result.extraction.values()]
         first, prompts = tables[0], max(t["prompts"] for t in tables)  # owners without personal data have none
+        trials = max(t.get("inference_trials", 0) for t in tables)
         cfg = first["settings"]
         out.print(f"  {first['documents']} member documents per owner; sampled: {cfg['prefix_len']}-token prefix, "
                   f"{cfg['window_len']}-token window, {cfg['samples_per_prefix']} samples, similarity >= 0.9; "
                   f"discoverable: {cfg['prefix_len']} -> {cfg['suffix_len']} tokens, greedy, exact; personal data: "
-                  f"up to {prompts} prompts, {cfg['pii_new_tokens']} new tokens", markup=False)
+                  f"up to {prompts} prompts, {cfg['pii_new_tokens']} new tokens; inferred: up to {trials} items, the "
+                  "true value more likely than every value of the same kind from non-members", markup=False)
 
     out.print("Artifacts:")
     for what, where in result.artifacts.items():

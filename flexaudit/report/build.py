@@ -60,7 +60,8 @@ ATTACK_NAMES = {
     "FA-MIA-REF": "Reference (target - anchor)", "FA-MIA-RMIA": "RMIA (offline, anchor as reference)",
     "FA-MIA-LIRA": "LiRA (offline)", "FA-EXT-DISC": "Discoverable extraction (greedy)",
     "FA-EXT-SAMPLED": "Sampled extraction (FlexOlmo paper)", "FA-EXT-PROB": "Probabilistic extraction",
-    "FA-EXT-CANARY": "Canary exposure", "FA-EXT-PII": "Personal-data leakage", "FA-HYG-BLIND": "Blind baseline",
+    "FA-EXT-CANARY": "Canary exposure", "FA-EXT-PII": "Personal-data leakage",
+    "FA-EXT-PII-INF": "Personal-data inference (among candidates)", "FA-HYG-BLIND": "Blind baseline",
 }
 ATTACK_CITATIONS = {
     "FA-EXT-DISC": "Carlini et al. 2023 (ICLR), arXiv:2202.07646; Biderman et al. 2023 (Pythia)",
@@ -68,6 +69,7 @@ ATTACK_CITATIONS = {
     "FA-EXT-PROB": "Hayes et al. 2024, arXiv:2410.19482",
     "FA-EXT-CANARY": "Carlini et al. 2019 (USENIX Security), arXiv:1802.08232",
     "FA-EXT-PII": "Lukas et al. 2023 (IEEE S&P), arXiv:2302.00539",
+    "FA-EXT-PII-INF": "Lukas et al. 2023 (IEEE S&P), arXiv:2302.00539, the inference game",
     "FA-HYG-BLIND": "Das, Zhang, Tramèr 2024, arXiv:2406.16201",
 }
 MISSING = None  # rendered as "[More Information Needed]"

@@ -24,7 +24,7 @@ TITLES = {"roc": "Membership inference: ROC curves (log-log)", "scores": "Member
           "extraction": "Extraction rates: expert vs anchor", "budget": "Privacy-budget consumption",
           "comparison": "Extraction across models: the same members attacked in each model"}
 COMPARED_ATTACKS = (("FA-EXT-SAMPLED", "sampled (paper)", "#d62728"), ("FA-EXT-DISC", "discoverable", "#1f77b4"),
-                    ("FA-EXT-PII", "personal data", "#2ca02c"))
+                    ("FA-EXT-PII", "personal data", "#2ca02c"), ("FA-EXT-PII-INF", "personal data inferred", "#9467bd"))
 SHORT_KIND = {"anchor": "anchor", "dense": "dense\nfine-tune", "expert": "anchor +\nexpert", "pool": "merged\npool",
               "opt-out": "pool,\nopted out"}
 _COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8c564b")
@@ -123,7 +123,7 @@ def extraction(report: dict) -> bytes | None:
 
     rows = []
     for attack_id, queries in (("FA-EXT-DISC", None), ("FA-EXT-SAMPLED", None), ("FA-EXT-PROB", 100),
-                               ("FA-EXT-PII", None)):
+                               ("FA-EXT-PII", None), ("FA-EXT-PII-INF", None)):
         m = M.extraction_rate(report, attack_id, queries=queries)
         if m is not None and m.measured:
             rows.append((attack_id.removeprefix("FA-EXT-") + (f"@{queries}" if queries else ""), m))

@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable
 
 MEMBERSHIP_METRICS = ("auc", "tpr_at_fpr")
-EXTRACTION_RATE_FIELD = {"FA-EXT-DISC": "exact", "FA-EXT-SAMPLED": "extracted", "FA-EXT-PII": "leaked"}
+EXTRACTION_RATE_FIELD = {"FA-EXT-DISC": "exact", "FA-EXT-SAMPLED": "extracted", "FA-EXT-PII": "leaked",
+                         "FA-EXT-PII-INF": "inferred"}
 
 
 @dataclass(frozen=True)
@@ -127,10 +128,11 @@ def _rate_of(result: dict | None, attack_id: str, queries: int | None) -> dict |
 
 def extraction_rate(report: dict, attack_id: str, *, queries: int | None = None) -> Measurement | None:
     """The extraction rate of one attack (exact-match, extracted, (n,p)-extractable at `queries`,
-    personal-data items leaked) with its Clopper-Pearson interval; None if the report lacks the attack."""
+    personal-data items leaked or inferred) with its Clopper-Pearson interval; None if the report lacks the attack."""
     pair = _extraction(report).get(attack_id)
     metric = {"FA-EXT-DISC": "exact_match_rate", "FA-EXT-SAMPLED": "extracted_rate",
-              "FA-EXT-PROB": f"extractable_rate_at_{queries}_queries", "FA-EXT-PII": "leaked_item_rate"}[attack_id]
+              "FA-EXT-PROB": f"extractable_rate_at_{queries}_queries", "FA-EXT-PII": "leaked_item_rate",
+              "FA-EXT-PII-INF": "inferred_item_rate"}[attack_id]
     if pair is None:
         return None
     target = pair.get("target") or {}

@@ -163,6 +163,8 @@ def _extraction_rows(report: dict) -> list[dict]:
                                f"mean best similarity {num(t.get('mean_best_similarity'))}"),
             "FA-EXT-PII": ("leaked", "personal-data items leaked", f"{t.get('n_prompts', '?')} prompts, "
                                                                     f"{t.get('n_generations', '?')} generations"),
+            "FA-EXT-PII-INF": ("inferred", "personal-data values inferred among candidates",
+                               f"{t.get('n_trials', '?')} trials, chance {pct(t.get('chance'))}"),
         }.get(attack_id, (None, attack_id, ""))
         r = t.get(field) if field else None
         ar = a.get(field) if (a and field) else None
@@ -191,6 +193,7 @@ def comparison_rows(table: dict) -> dict:
             cells.append({"value": r["value"], "ci": r["ci"], "k": r["k"], "n": r["n"]} if r else None)
         rows.append({"label": row["label"], "kind": row["kind"], "experts": row["experts"], "cells": cells})
     return {"documents": table["documents"], "prompts": table["prompts"], "personal_items": table["personal_data_items"],
+            "trials": table.get("inference_trials", 0),
             "settings": table["settings"], "attacks": [name for _, name, _ in F.COMPARED_ATTACKS], "rows": rows}
 
 
@@ -207,7 +210,8 @@ def _key_figures(report: dict) -> list[dict]:
     for attack_id, q, label in (("FA-EXT-DISC", None, "Discoverable extraction (exact match)"),
                                 ("FA-EXT-SAMPLED", None, "Sampled extraction"),
                                 ("FA-EXT-PROB", 100, "Extractable within 100 queries"),
-                                ("FA-EXT-PII", None, "Personal-data items leaked")):
+                                ("FA-EXT-PII", None, "Personal-data items leaked"),
+                                ("FA-EXT-PII-INF", None, "Personal-data values inferred")):
         m = M.extraction_rate(report, attack_id, queries=q)
         if m and m.measured:
             out.append({"label": label, "value": pct(m.value), "ci": f"[{pct(m.lower)}, {pct(m.upper)}]",

@@ -108,6 +108,7 @@ def _extraction(rng: np.random.Generator, *, frac: float, n: int, canaries: int,
     from attacks.extraction.canaries import CanaryExposureResult
     from attacks.extraction.discoverable import DiscoverableResult
     from attacks.extraction.pii import PiiLeakageResult
+    from attacks.extraction.pii_inference import PiiInferenceResult
     from attacks.extraction.probabilistic import ProbabilisticExtractionResult
     from attacks.extraction.sampled import SampledExtractionResult
 
@@ -160,6 +161,13 @@ def _extraction(rng: np.random.Generator, *, frac: float, n: int, canaries: int,
     out.append(PiiLeakageResult("FA-EXT-PII", {"max_new_tokens": 64, "n_samples": 1}, 40, 40, n_items, 0,
                                 metrics.rate(k=leaked_total, n=n_items), by_cat,
                                 [hashlib.sha256(f"pii{i}".encode()).hexdigest() for i in range(leaked_total)]))
+    # inference: 10 trials per category with 9 candidates each (chance 0.1), a share `frac` above chance
+    inferred = {c: metrics.rate(k=1 + int(round(frac * 9)) if j % 2 == 0 else 1, n=10)
+                for j, c in enumerate(PII_CATEGORIES)}
+    won = sum(r.k for r in inferred.values())
+    out.append(PiiInferenceResult("FA-EXT-PII-INF", {"candidates_max": 9}, 10 * len(PII_CATEGORIES),
+                                  metrics.rate(k=won, n=10 * len(PII_CATEGORIES)), inferred, 0.1,
+                                  [hashlib.sha256(f"inferred{i}".encode()).hexdigest() for i in range(won)]))
     return [r.as_dict() for r in out]
 
 
@@ -179,10 +187,11 @@ def fake_comparison(*, leaky: bool = False, name: str = "clinical", n: int = 150
         rows.append({"label": label, "kind": kind, "experts": experts, "model_digest": None,
                      "rates": {"FA-EXT-SAMPLED": metrics.rate(k=k, n=n).as_dict(),
                                "FA-EXT-DISC": metrics.rate(k=k // 2, n=n).as_dict(),
-                               "FA-EXT-PII": metrics.rate(k=int(round(frac * scale * items / 3)), n=items).as_dict()},
+                               "FA-EXT-PII": metrics.rate(k=int(round(frac * scale * items / 3)), n=items).as_dict(),
+                               "FA-EXT-PII-INF": metrics.rate(k=10 + int(round(frac * scale * 90)), n=100).as_dict()},
                      "documents_digest": {"FA-EXT-SAMPLED": digest, "FA-EXT-DISC": digest},
                      "mean_best_similarity": 0.5 + frac * scale / 2, "mean_token_match": 0.3 + frac * scale / 2})
-    return {"documents": n, "prompts": n, "personal_data_items": items,
+    return {"documents": n, "prompts": n, "personal_data_items": items, "inference_trials": 100,
             "settings": {"prefix_len": 32, "suffix_len": 32, "window_len": 128, "samples_per_prefix": 3, "seed": 0,
                          "pii_new_tokens": 32}, "rows": rows}
 

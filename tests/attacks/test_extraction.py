@@ -19,6 +19,7 @@ from attacks import (
     discoverable_extraction,
     generate,
     make_canaries,
+    pii_inference,
     pii_leakage,
     probabilistic_extraction,
     sampled_extraction,
@@ -192,6 +193,46 @@ def test_pii_leakage_counts_distinct_items_per_category(world):
     assert echo.leaked.k == 0
     shown = pii_leakage(world.target, items, prompts[:2], max_new_tokens=12, sampling=GREEDY, reveal=True)
     assert all(e["value"] in e["generation"] for e in shown.examples)
+
+
+def _number_trials(world) -> list[dict]:
+    """Each member's closing 4-digit number after the rest of its text, against the non-members' numbers."""
+    others = [t.split()[-1].rstrip(".") for t in world.nonmembers]
+    return [{"category": "number", "value": t.split()[-1].rstrip("."), "prompt": t.rsplit(" ", 1)[0] + " ",
+             "candidates": others} for t in world.members]
+
+
+def test_pii_inference_picks_the_trained_value_and_the_anchor_does_not(world):
+    trials = _number_trials(world)
+    res = pii_inference(world.target, trials)
+    assert res.n_trials == 8 and res.inferred.k >= 7  # the target was overfit on these texts
+    assert res.chance == pytest.approx(1 / 9) and res.by_category["number"].k == res.inferred.k
+    anchor = pii_inference(world.anchor, trials)
+    assert anchor.inferred.k <= 3  # a random-init model: about chance (8 / 9 = 0.9 expected)
+    # the decision is the comparison of whole-text log-likelihoods, for the target and the anchor alike
+    from attacks.extraction._common import sha256
+
+    for lm, result in ((world.target, res), (world.anchor, anchor)):
+        for t in trials:
+            sums = score_texts(lm, [t["prompt"] + v for v in [t["value"], *t["candidates"]]], stats=False).sum_logprob()
+            assert bool((sums[0] > sums[1:]).all()) == (sha256(t["value"]) in result.inferred_sha256)
+    assert _no_raw_text(res, [x["value"] for x in trials] + world.members)
+    keyed = pii_inference(world.target, trials, hash_key=b"owner")
+    assert set(keyed.inferred_sha256).isdisjoint(res.inferred_sha256) and len(keyed.inferred_sha256) == res.inferred.k
+    shown = pii_inference(world.target, trials[:2], reveal=True)
+    assert all(e["value"] in {t["value"] for t in trials} for e in shown.examples)
+
+
+def test_pii_inference_counts_unusable_trials(world):
+    trials = _number_trials(world)
+    odd = [trials[0] | {"candidates": [trials[0]["value"]]}, trials[1] | {"prompt": "  "}, {"category": "x"},
+           trials[2] | {"candidates": "1234"}]
+    res = pii_inference(world.target, trials + odd)
+    assert res.skipped == {"trial: no candidate other than the value": 1, "trial: empty prompt": 1,
+                           "trial: not a {category, value, prompt, candidates} mapping": 2}
+    assert res.n_trials == 8 and res.inferred == pii_inference(world.target, trials).inferred
+    with pytest.raises(NothingUsable, match="all 2 inference trials are unusable"):
+        pii_inference(world.target, odd[:2])
 
 
 def test_hashes_can_be_keyed():

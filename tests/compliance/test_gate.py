@@ -212,7 +212,7 @@ def test_baseline_new_unchanged_resolved(make_audit, tmp_path):
     renamed["subject"]["expert"]["name"] = "clinical"
     (tmp_path / "old-report.json").write_text(json.dumps(renamed))
     fixed = run_gate(clean.audit, parse_policy(text.encode(), source="p"), baseline=tmp_path / "old-report.json")
-    assert fixed.exit_code == 0 and fixed.baseline["resolved"] == 7 and fixed.baseline["kind"] == "report"
+    assert fixed.exit_code == 0 and fixed.baseline["resolved"] == 8 and fixed.baseline["kind"] == "report"
     result = invoke("gate", clean.audit, "--baseline", tmp_path / "old-report.json", "--sarif", tmp_path / "b.sarif")
     assert result.exit_code == 0 and "RESOLVED" in result.stdout
     states = {r.get("baselineState") for r in json.loads((tmp_path / "b.sarif").read_text())["runs"][0]["results"]}
@@ -249,8 +249,8 @@ def test_junit_xml(make_audit):
     root = ET.fromstring(to_junit(run_gate(a.audit, load_policy())).split("\n", 1)[1])
     suite = root.find("testsuite")
     cases = suite.findall("testcase")
-    assert int(suite.get("tests")) == len(cases) == 12
-    assert int(suite.get("failures")) == sum(c.find("failure") is not None for c in cases) == 7
+    assert int(suite.get("tests")) == len(cases) == 13
+    assert int(suite.get("failures")) == sum(c.find("failure") is not None for c in cases) == 8
     props = {p.get("name"): p.get("value") for p in suite.find("properties")}
     assert props["decision"] == "fail" and props["package_root_digest"].startswith("sha256:")
 
@@ -261,7 +261,7 @@ def test_github_annotations_escape(make_audit):
     text = to_github(result)
     lines = text.strip().splitlines()
     assert all(line.startswith(("::error ", "::warning ", "::notice ")) for line in lines)
-    assert len(lines) == 8 and "%25 CI" in text  # '%' in data is escaped
+    assert len(lines) == 9 and "%25 CI" in text  # '%' in data is escaped
     f = Finding(rule_id="PRIV-EXT-DISC", title="t", status="fail", severity="high", message="50% a, b: c\r",
                 location="dir,with:odd/report.json")
     result.findings = [f]
@@ -275,7 +275,7 @@ def test_github_flag_and_step_summary(make_audit, tmp_path, monkeypatch):
     monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
     result = invoke("gate", a.audit, "--github", "--quiet")
     assert result.exit_code == 1
-    assert result.stdout.count("::error ") == 8 and "exit code" not in result.stdout
+    assert result.stdout.count("::error ") == 9 and "exit code" not in result.stdout
     assert "| ❌ FAIL |" in summary.read_text()
 
 

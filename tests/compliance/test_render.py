@@ -35,7 +35,7 @@ def test_markdown_for_pull_requests(make_audit):
     assert md.startswith("# Privacy audit of expert leaky")
     for _, title in SECTIONS:
         assert f"## {title}" in md
-    assert "| ❌ FAIL | `PRIV-EXT-DISC`" in md and "FAIL: 7 of 8 controls" in md
+    assert "| ❌ FAIL | `PRIV-EXT-DISC`" in md and "FAIL: 8 of 9 controls" in md
 
 
 def test_markup_in_texts_is_escaped(tmp_path, clean_results):

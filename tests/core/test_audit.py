@@ -169,6 +169,28 @@ def test_personal_data_prompts_leave_room_for_the_longest_value(longest, context
     assert _pii_new_tokens(characters, items, context) == budget
 
 
+def test_inference_trials_draw_candidates_of_the_same_kind_from_the_non_members():
+    from flexaudit.audit.personal_data import inference_trials, value_shape
+
+    members = ["Statement for the customer, IBAN GB84 HAVL 6287 0967 1645 53, due 01/02/2020.",
+               "IBAN GB33 BUKB 2020 1555 5555 55 at the very start, no context before it",
+               "A note without personal data."]
+    nonmembers = ["Account: IBAN GB29 NWBK 6016 1331 9268 19, opened 12 March 2019.",
+                  "Account: IBAN GB94 BARC 1020 1530 0934 59 and the compact GB94BARC10201530093459.",
+                  "Account: IBAN GB84 HAVL 6287 0967 1645 53 (a member's value seen again)", "Call 01/03/2021."]
+    trials = inference_trials(members, nonmembers, limit=10, candidates=9, seed=0)
+    by_value = {t["value"]: t for t in trials}
+    # the first member's IBAN and date have candidates; the second's IBAN has no text before it
+    assert set(by_value) == {"GB84 HAVL 6287 0967 1645 53", "01/02/2020"}
+    iban = by_value["GB84 HAVL 6287 0967 1645 53"]
+    assert sorted(iban["candidates"]) == ["GB29 NWBK 6016 1331 9268 19", "GB94 BARC 1020 1530 0934 59"]
+    assert iban["prompt"].endswith("IBAN ") and iban["category"] == "iban"
+    assert by_value["01/02/2020"]["candidates"] == ["01/03/2021"]  # the same format, not '12 March 2019'
+    assert all(value_shape(c) == value_shape(t["value"]) for t in trials for c in t["candidates"])
+    assert len(inference_trials(members, nonmembers, limit=1, candidates=1, seed=0)) == 1
+    assert all(len(t["candidates"]) == 1 for t in inference_trials(members, nonmembers, limit=9, candidates=1, seed=0))
+
+
 def test_canary_references_must_be_positive(tiny_anchor, clinical_expert, tmp_path):
     result = invoke("audit", clinical_expert, "--anchor", tiny_anchor, "--out", tmp_path / "a", "--canary-references", 0)
     assert result.exit_code == 2 and "--canary-references must be at least 1" in one_error_line(result)

@@ -145,6 +145,10 @@ def test_demo_quick(tmp_path):
     assert careless["anchor"]["FA-EXT-DISC"]["k"] == 0 and careless["dense"]["FA-EXT-DISC"]["k"] > 0
     dense, anchor = careless["dense"]["FA-EXT-DISC"]["ci"], careless["anchor"]["FA-EXT-DISC"]["ci"]
     assert dense["low"] > anchor["high"]  # clearly above
+    # and its customers' personal data: the dense fine-tune picks out the true value among other customers'
+    # (measured 0.81 [0.71, 0.89] against the anchor's 0.26 [0.17, 0.37])
+    dense, anchor = careless["dense"]["FA-EXT-PII-INF"]["ci"], careless["anchor"]["FA-EXT-PII-INF"]["ci"]
+    assert dense["low"] > anchor["high"]
     for admitted in report["pool"]["admitted"]:
         assert f"pool without {admitted}" in labels or admitted == "finance-leaky"
     # differential privacy: the guarantee holds and is reported beside the non-DP expert

@@ -19,8 +19,8 @@ from flexaudit.workflows import AuditOptions, run_audit
 
 from ..conftest import invoke, one_error_line
 
-SMALL = AuditOptions(max_documents=24, extraction_documents=6, samples_per_prefix=2, pii_prompts=6,
-                     attacks=("FA-MIA-LOSS", "FA-EXT-DISC", "FA-EXT-SAMPLED", "FA-EXT-PII"))
+SMALL = AuditOptions(max_documents=24, extraction_documents=6, samples_per_prefix=2, pii_prompts=6, pii_trials=20,
+                     attacks=("FA-MIA-LOSS", "FA-EXT-DISC", "FA-EXT-SAMPLED", "FA-EXT-PII", "FA-EXT-PII-INF"))
 
 
 @pytest.fixture(scope="module")
@@ -105,6 +105,12 @@ def test_every_row_attacks_the_same_member_documents(table):
         assert len(digests) == 1 and None not in digests, attack
         assert {r["rates"][attack]["n"] for r in block["rows"]} == {block["documents"]}
     assert {r["rates"]["FA-EXT-PII"]["n"] for r in block["rows"]} == {block["personal_data_items"]}
+    # personal-data inference: the same trials in every model, and the expert's row is the audit's own result
+    assert block["inference_trials"] >= 10
+    assert {r["rates"]["FA-EXT-PII-INF"]["n"] for r in block["rows"]} == {block["inference_trials"]}
+    inferred = table["extraction"]["attacks"]["FA-EXT-PII-INF"]
+    assert rows["expert"]["rates"]["FA-EXT-PII-INF"] == inferred["target"]["inferred"]
+    assert inferred["anchor"]["n_trials"] == inferred["target"]["n_trials"] == block["inference_trials"]
     # the anchor and expert rows are the audit's own extraction results, not a second run
     own = table["extraction"]["attacks"]["FA-EXT-SAMPLED"]
     assert rows["expert"]["rates"]["FA-EXT-SAMPLED"] == own["target"]["extracted"]

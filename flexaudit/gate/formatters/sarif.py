@@ -15,8 +15,9 @@ from flexaudit.report.rules import RULES
 SCHEMA_VER = "2.1.0"
 SCHEMA_URI = "https://json.schemastore.org/sarif-2.1.0.json"
 LEVEL = {"fail": "error", "integrity": "error", "inconclusive": "warning", "waived": "note"}
-DEFAULT_SEVERITY = {"PRIV-EXT-DISC": "critical", "PRIV-EXT-PII": "critical", "PRIV-INT-DIGEST": "critical",
-                    "PRIV-INT-FORMAT": "critical", "PRIV-DP-AUDIT": "critical", "PRIV-HYG-BLIND": "medium"}
+DEFAULT_SEVERITY = {"PRIV-EXT-DISC": "critical", "PRIV-EXT-PII": "critical", "PRIV-EXT-PII-INF": "critical",
+                    "PRIV-INT-DIGEST": "critical", "PRIV-INT-FORMAT": "critical", "PRIV-DP-AUDIT": "critical",
+                    "PRIV-HYG-BLIND": "medium"}
 
 
 def _camel(title: str) -> str:

@@ -55,7 +55,7 @@ class AuditOptions:
     sampled_window: int | None = None  # tokens incl. the prefix; None: the anchor's context, at most 128
     samples_per_prefix: int = 10
     pii_prompts: int = 100
-    pii_trials: int = 100  # personal-data inference trials, at most (one forward pass per candidate: cheap)
+    pii_trials: int = 100  # personal-data inference trials, at most (each candidate one short text to score)
     pii_candidates: int = 9  # other values per inference trial (chance 1 in 10 where the non-members have 9)
     # FA-EXT-CANARY ranks each canary's secret among this many sampled secrets, each scored as a whole canary text:
     # the attack's cost (24 canaries score 24,000 texts per model at 1,000); exposure is censored at log2(n + 1)

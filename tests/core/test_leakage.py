@@ -102,7 +102,7 @@ def test_overfit_expert_leaks_and_the_anchor_does_not(leaky, anchor, tmp_path):
     report = _audit(leaky, anchor, tmp_path / "audit",
                     attacks=("FA-MIA-LOSS", "FA-MIA-REF", "FA-EXT-DISC", "FA-EXT-CANARY", "FA-EXT-PII-INF"))
     # its members' personal data (dates and card numbers in these records) picked out among non-members' values of
-    # the same format: measured 0.70 [0.60, 0.79] against the anchor's 0.09 [0.04, 0.17] (96 items, chance 0.1)
+    # the same format: measured 0.70 [0.60, 0.79] against the anchor's 0.09 [0.04, 0.17] (96 occurrences, chance 0.1)
     inferred = report["empirical"]["extraction"]["attacks"]["FA-EXT-PII-INF"]
     assert inferred["target"]["inferred"]["ci"]["low"] > inferred["anchor"]["inferred"]["ci"]["high"]
     assert inferred["anchor"]["inferred"]["value"] < 2 * inferred["anchor"]["chance"]  # the anchor guesses

@@ -109,12 +109,12 @@ def pii_inference(lm: CausalLM, trials: Sequence[InferenceTrial | Mapping[str, A
                 "no candidate other than the value": lambda t: not (set(t.candidates) - {t.value}),
                 "empty prompt": lambda t: not t.prompt.strip()}
     part = partition(given, lambda i, t: next((why for why, test in unusable.items() if test(t)), None))
-    options: dict[int, list[str]] = {}
+    options = {i: [given[i].value, *dict.fromkeys(c for c in given[i].candidates if c != given[i].value)]
+               for i in part.kept}
+    ids = iter(lm.encode([given[i].prompt + o for i in part.kept for o in options[i]]))  # one call for every text
     too_long = f"prompt and value longer than the {lm.context_length}-token context"
     for i in list(part.kept):
-        t = given[i]
-        options[i] = [t.value, *dict.fromkeys(c for c in t.candidates if c != t.value)]
-        lengths = [len(x) for x in lm.encode([t.prompt + o for o in options[i]])]
+        lengths = [len(next(ids)) for _ in options[i]]
         why = NO_TOKENS if min(lengths) < 2 else (too_long if max(lengths) > lm.context_length else None)
         if why:
             part.kept.remove(i)

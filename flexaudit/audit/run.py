@@ -274,7 +274,9 @@ def run_attacks(
         prompts = [_last_tokens(anchor.tokenizer, p, context - pii_new_tokens) for p in prompts]
         trials = [t | {"prompt": _last_tokens(anchor.tokenizer, t["prompt"], context - pii_new_tokens)} for t in
                   inference_trials(member_texts, nonmember_texts, limit=options.pii_trials,
-                                   candidates=options.pii_candidates, seed=options.seed)]
+                                   candidates=options.pii_candidates, seed=options.seed)
+                  ] if _selected(options, "FA-EXT-PII-INF") else []
+        infer = len(trials) >= MIN_PERSONAL_ITEMS
         for side, lm in (("target", target), ("anchor", reference)):
             runs = extraction[side]
             if _selected(options, "FA-EXT-DISC"):
@@ -305,7 +307,7 @@ def run_attacks(
                                  "reason": f"{len(items)} personal-data items found in the training texts audited, "
                                            f"fewer than {MIN_PERSONAL_ITEMS}: no leakage rate to measure"})
             if _selected(options, "FA-EXT-PII-INF"):
-                if len(trials) >= MIN_PERSONAL_ITEMS:
+                if infer:
                     runs.append(_attempt("FA-EXT-PII-INF", attacks.pii_inference, lm, trials,
                                          batch_size=options.batch_size, batch_tokens=options.batch_tokens,
                                          reveal=options.reveal, hash_key=key, progress=progress))
@@ -329,8 +331,7 @@ def run_attacks(
                                  run=[a for a in ("FA-EXT-DISC", "FA-EXT-SAMPLED") if _selected(options, a)]
                                  + (["FA-EXT-PII"] if _selected(options, "FA-EXT-PII") and len(items) >= MIN_PERSONAL_ITEMS
                                     and prompts else [])
-                                 + (["FA-EXT-PII-INF"] if _selected(options, "FA-EXT-PII-INF")
-                                    and len(trials) >= MIN_PERSONAL_ITEMS else []), progress=progress)
+                                 + (["FA-EXT-PII-INF"] if infer else []), progress=progress)
             seconds["comparison"] = time.perf_counter() - t
         evidence = None
         discoverable = next((r for r in extraction["target"]

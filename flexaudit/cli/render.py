@@ -26,11 +26,11 @@ def _rate(r: dict | None) -> str:
     return f"{r['value']:.2f} [{r['ci']['low']:.2f}, {r['ci']['high']:.2f}]"
 
 
-COLUMNS = ("FA-EXT-SAMPLED", "FA-EXT-DISC", "FA-EXT-PII", "FA-EXT-PII-INF")  # the extraction table's, in order
-
-
 def extraction_table(tables: dict[str, dict], title: str) -> Table:
-    """The extraction table ({owner: report.json's extraction_comparison}) as one terminal table."""
+    """The extraction table ({owner: report.json's extraction_comparison}) as one terminal table, its attacks in
+    the order of the report's table and figure."""
+    from flexaudit.report.figures import COMPARED_ATTACKS
+
     table = Table(title=title)
     for col in ("members of", "model", "sampled (paper)", "discoverable", "personal data", "inferred"):
         table.add_column(col, justify="left" if col in ("members of", "model") else "right")
@@ -39,7 +39,7 @@ def extraction_table(tables: dict[str, dict], title: str) -> Table:
         for i, row in enumerate(rows):
             rates = row["rates"]
             table.add_row(owner if i == 0 else "", row["label"],
-                          *(_rate(rates.get(a)) for a in COLUMNS),
+                          *(_rate(rates.get(a)) for a, _, _ in COMPARED_ATTACKS),
                           end_section=i == len(rows) - 1)
     return table
 

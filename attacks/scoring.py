@@ -48,7 +48,8 @@ import torch
 
 from ._progress import Progress, progress_or_null
 from ._usable import NOT_TEXT, TOO_SHORT_TO_SCORE, only_texts, partition
-from .batching import DEFAULT_BATCH_TOKENS, right_padded, run_batches
+from .batching import DEFAULT_BATCH_TOKENS, right_padded
+from .sharding import run_batches_on
 from .errors import InputError
 from .model import CachedForward, CausalLM
 
@@ -333,12 +334,8 @@ def score_texts(lm: CausalLM, texts: Sequence[str], *, batch_size: int = 64, max
     widths = [rows[r].end - rows[r].start for r in order]
     try:
         with torch.inference_mode():
-            if lm.shard is None:
-                run_batches(widths, run, max_rows=batch_size, max_tokens=batch_tokens, what="text window")
-            else:
-                lm.shard.run_batches(widths, run, max_rows=batch_size, max_tokens=batch_tokens, what="text window",
-                                     tally=own_task)
-                per_row = lm.shard.gather(per_row)
+            per_row = run_batches_on(lm.shard, widths, run, per_row, max_rows=batch_size, max_tokens=batch_tokens,
+                                     what="text window", tally=own_task)
     finally:
         task.close()
     cache = _assemble(lm, texts, ids, rows, per_row, stats=stats, max_length=max_length, long_texts=long_texts)
@@ -352,8 +349,10 @@ def shared_prefix_logliks(lm: CausalLM, groups: Sequence[Sequence[Sequence[int]]
                           progress: Progress | None = None) -> list[np.ndarray]:
     """Log-likelihood of each token list (the sum of log p over every token after the first, as
     `score_texts(...).sum_logprob()`), for groups of lists that share a long prefix within each group, such as a
-    canary's text with each of its reference secrets: a group's prefix runs once per batch and only each list's
-    own tokens run after it, on its KV cache.
+    canary's text with each of its reference secrets, or a record's text before a personal-data item with each
+    candidate value: a group's prefix runs once per batch and only each list's own tokens run after it, on its
+    KV cache. A batch holds the lists of several groups (their prefixes left-padded side by side), so many small
+    groups cost about what their tokens do, not one pass each.
 
     Args:
         lm: the model; its forward must take a KV cache (as for decoding).
@@ -370,66 +369,84 @@ def shared_prefix_logliks(lm: CausalLM, groups: Sequence[Sequence[Sequence[int]]
     sizes = [len(t) for ids in groups for t in ids]
     if sizes and (min(sizes) < 2 or max(sizes) > lm.context_length):
         raise InputError(f"shared-prefix scoring needs lists of 2 to {lm.context_length} tokens")
+    heads, rows = _prefix_units(groups)
+    # longest first (run_batches sizes a batch by its first item); a unit's lists have about the same length, so
+    # they stay together and its prefix runs in few batches
+    order = sorted(range(len(rows)), key=lambda r: (-(len(heads[rows[r][1]]) + len(rows[r][2])), rows[r][1]))
     forward = CachedForward(lm.model)
     task = progress_or_null(progress).task(f"scoring {len(sizes)} texts after shared prefixes with {lm.name}",
                                            total=len(sizes))
     # split over processes as score_texts is (attacks.sharding): the same batches, every result on every process
     own_task = task if lm.shard is None else lm.shard.tally(task)
-    try:
-        with torch.inference_mode():
-            return [_group_logliks(lm, forward, ids, batch_size, batch_tokens, own_task) if ids else np.zeros(0)
-                    for ids in groups]
-    finally:
-        task.close()
-
-
-def _group_logliks(lm: CausalLM, forward: CachedForward, ids: list[list[int]], batch_size: int,
-                   batch_tokens: int | None, task) -> np.ndarray:
-    out = np.empty(len(ids))
-    firsts = sorted({t[0] for t in ids})  # in one order on every process
-    if len(firsts) > 1:  # no prefix shared by all: each first token's lists form a group of their own
-        for first in firsts:
-            members = [i for i, t in enumerate(ids) if t[0] == first]
-            out[members] = _group_logliks(lm, forward, [ids[i] for i in members], batch_size, batch_tokens, task)
-        return out
-    shared = 1  # the longest common prefix, leaving every list at least one token of its own
-    while shared < min(map(len, ids)) - 1 and all(t[shared] == ids[0][shared] for t in ids):
-        shared += 1
-    prefix, tails = ids[0][:shared], [t[shared:] for t in ids]
-    order = sorted(range(len(ids)), key=lambda i: len(tails[i]), reverse=True)
     mine: dict[int, tuple] = {}
 
     def run(start: int, stop: int) -> None:
-        rows = order[start:stop]
-        head = torch.tensor([prefix], device=lm.device)  # (1, P)
-        # the cache grows in place with every call, so each batch runs the prefix afresh (P tokens, once)
-        start_positions = torch.arange(shared, device=lm.device)[None]  # (1, P)
-        logits, cache = forward(head, torch.ones_like(head), start_positions, last_only=False)  # (1, P, V)
-        prefix_ll = float(torch.log_softmax(logits[0, :-1].float(), -1).gather(-1, head[0, 1:, None]).sum())
-        first = torch.log_softmax(logits[0, -1].float(), -1)  # (V,): the first own token of every row
-        cache.batch_repeat_interleave(len(rows))
-        tail_ids, tail_mask = right_padded([tails[i] for i in rows], lm.device)  # (B, W) each
-        width = tail_ids.shape[1]
-        mask = torch.cat([torch.ones_like(tail_mask[:, :1]).expand(-1, shared), tail_mask], dim=1)  # (B, P + W)
-        positions = torch.arange(shared, shared + width, device=lm.device).expand(len(rows), -1)  # (B, W)
+        batch = [rows[r] for r in order[start:stop]]
+        units = sorted({u for _, u, _, _ in batch})
+        slot = {u: j for j, u in enumerate(units)}
+        width = max(len(heads[u]) for u in units)
+        head_ids = torch.zeros((len(units), width), dtype=torch.long)
+        head_mask = torch.zeros_like(head_ids)
+        for j, u in enumerate(units):  # left padding: every prefix ends in the last column
+            head_ids[j, width - len(heads[u]):], head_mask[j, width - len(heads[u]):] = torch.tensor(heads[u]), 1
+        head_ids, head_mask = head_ids.to(lm.device), head_mask.to(lm.device)
+        positions = (head_mask.cumsum(-1) - 1).clamp_(min=0)  # (U, P)
+        # the cache grows in place with every call, so each batch runs its prefixes afresh
+        logits, cache = forward(head_ids, head_mask, positions, last_only=False)  # (U, P, V)
+        logp = torch.log_softmax(logits.float(), -1)
+        real = (head_mask[:, :-1] * head_mask[:, 1:]).bool()  # position k and the token it predicts are both real
+        head_ll = torch.where(real, logp[:, :-1].gather(-1, head_ids[:, 1:, None])[..., 0], 0.0).sum(-1)  # (U,)
+        first = logp[:, -1]  # (U, V): each unit's distribution of its lists' first own token
+        which = torch.tensor([slot[u] for _, u, _, _ in batch], device=lm.device)  # (B,)
+        cache.batch_select_indices(which)
+        tail_ids, tail_mask = right_padded([t for _, _, t, _ in batch], lm.device)  # (B, W) each
+        tail_width = tail_ids.shape[1]
+        mask = torch.cat([head_mask[which], tail_mask], dim=1)  # (B, P + W)
+        starts = head_mask.sum(-1)[which]  # (B,): each list's own tokens start after its prefix
+        positions = starts[:, None] + torch.arange(tail_width, device=lm.device)[None]  # (B, W)
         logits, _ = forward(tail_ids, mask, positions, cache, last_only=False)  # (B, W, V)
         # position k of a row predicts its token k + 1: reduce only the real ones (flat indices, as _score_batch)
-        where = torch.cat([j * width + torch.arange(len(tails[i]) - 1) for j, i in enumerate(rows)]).to(lm.device)
+        where = torch.cat([j * tail_width + torch.arange(len(t) - 1) for j, (_, _, t, _) in enumerate(batch)])
+        where = where.to(lm.device)
         own = _vocab_moments(logits.reshape(-1, logits.shape[-1]), where, tail_ids.reshape(-1)[where + 1], False)[0]
-        sums = np.split(own, np.cumsum([len(tails[i]) - 1 for i in rows])[:-1])
-        for j, i in enumerate(rows):
-            mine[i] = (np.array([prefix_ll + float(first[tails[i][0]]) + float(sums[j].sum())]),)
-        task.advance(len(rows), tokens=sum(len(tails[i]) for i in rows))
+        sums = np.split(own, np.cumsum([len(t) - 1 for _, _, t, _ in batch])[:-1])
+        lead = (head_ll[which] + first[which, tail_ids[:, 0]]).double().cpu().numpy()  # (B,)
+        for j, r in enumerate(order[start:stop]):
+            mine[r] = (np.array([lead[j] + float(sums[j].sum())]),)
+        own_task.advance(len(batch), tokens=sum(len(t) for _, _, t, _ in batch))
 
-    widths = [shared + len(tails[i]) for i in order]
-    if lm.shard is None:
-        run_batches(widths, run, max_rows=batch_size, max_tokens=batch_tokens, what="text")
-    else:
-        lm.shard.run_batches(widths, run, max_rows=batch_size, max_tokens=batch_tokens, what="text", tally=task)
-        mine = lm.shard.gather(mine)
-    for i, (value,) in mine.items():
-        out[i] = value[0]
+    widths = [len(heads[rows[r][1]]) + len(rows[r][2]) for r in order]
+    try:
+        with torch.inference_mode():
+            mine = run_batches_on(lm.shard, widths, run, mine, max_rows=batch_size, max_tokens=batch_tokens,
+                                  what="text", tally=own_task)
+    finally:
+        task.close()
+    out = [np.empty(len(ids)) for ids in groups]
+    for r, (value,) in mine.items():
+        group, _, _, k = rows[r]
+        out[group][k] = value[0]
     return out
+
+
+def _prefix_units(groups: list[list[list[int]]]) -> tuple[list[list[int]], list[tuple[int, int, list[int], int]]]:
+    """Each group's lists by first token (a group without one shared by all is split), each part's longest common
+    prefix that leaves every list at least one token of its own: (the prefixes, one row per list: (group, its
+    prefix's index, the list's own tokens, its index in the group))."""
+    heads: list[list[int]] = []
+    rows: list[tuple[int, int, list[int], int]] = []
+    for g, ids in enumerate(groups):
+        parts: dict[int, list[int]] = {}
+        for k, t in enumerate(ids):
+            parts.setdefault(t[0], []).append(k)
+        for first in sorted(parts):  # in one order on every process
+            members = parts[first]
+            shared, shortest = 1, min(len(ids[k]) for k in members)
+            while shared < shortest - 1 and all(ids[k][shared] == ids[members[0]][shared] for k in members):
+                shared += 1
+            heads.append(ids[members[0]][:shared])
+            rows.extend((g, len(heads) - 1, ids[k][shared:], k) for k in members)
+    return heads, rows
 
 
 def _score_batch(lm: CausalLM, ids: list[list[int]], batch: list[_Row], stats: bool) -> list[tuple]:

@@ -93,6 +93,19 @@ class Shard:
         return merged
 
 
+def run_batches_on(shard: Shard | None, widths: Sequence[int], run: Callable[[int, int], None],
+                   results: dict[int, tuple], *, max_rows: int, max_tokens: int | None = DEFAULT_BATCH_TOKENS,
+                   what: str = "batch", tally: Any) -> dict[int, tuple]:
+    """`run_batches` in this process (shard None), or this process's part of it and then every process's results
+    (`Shard.run_batches`, `Shard.gather`): `results`, which `run` fills with {item: tuple of arrays}, complete
+    on every process. `tally` is what `run` advances (`Shard.tally` of the task, or the task itself)."""
+    if shard is None:
+        run_batches(widths, run, max_rows=max_rows, max_tokens=max_tokens, what=what)
+        return results
+    shard.run_batches(widths, run, max_rows=max_rows, max_tokens=max_tokens, what=what, tally=tally)
+    return shard.gather(results)
+
+
 class Tally:
     """A progress task's stand-in on one process: counts the items (and tokens, if given) its batches finish
     until `flush` adds every process's counts to the real task."""

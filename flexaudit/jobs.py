@@ -41,7 +41,10 @@ _WORKER_PROGRESS: Progress = NULL_PROGRESS  # in a worker: forwards to the paren
 
 
 class Jobs:
-    def __init__(self, workers: int, *, threads: int = 1, progress: Progress = NULL_PROGRESS):
+    def __init__(self, workers: int, *, threads: int = 1, progress: Progress = NULL_PROGRESS,
+                 warm_up: Callable[[], None] | None = None):
+        """`warm_up`: a module-level function each worker calls once when it starts, before its first job (such
+        as importing what the jobs will need, while the caller works on something else)."""
         self.workers, self.threads, self.progress = max(1, workers), max(1, threads), progress
         self._held: dict[str, tuple[Callable, tuple, dict, tuple[str, ...]]] = {}
         self._futures: dict[str, Future] = {}
@@ -54,7 +57,7 @@ class Jobs:
             self._relay = threading.Thread(target=_relay, args=(self._events, progress), daemon=True)
             self._relay.start()
             self._pool = ProcessPoolExecutor(self.workers, mp_context=context, initializer=_start_worker,
-                                             initargs=(self.threads, self._events))
+                                             initargs=(self.threads, self._events, warm_up))
 
     def __enter__(self) -> "Jobs":
         return self
@@ -129,7 +132,7 @@ class Jobs:
 
 # --- worker side -------------------------------------------------------------------------------------------
 
-def _start_worker(threads: int, events) -> None:
+def _start_worker(threads: int, events, warm_up: Callable[[], None] | None) -> None:
     import signal
 
     import torch
@@ -141,6 +144,8 @@ def _start_worker(threads: int, events) -> None:
     torch.set_num_threads(threads)
     global _WORKER_PROGRESS
     _WORKER_PROGRESS = _Forwarded(events)
+    if warm_up is not None:
+        warm_up()
 
 
 def _call(fn: Callable, args: tuple, kwargs: dict) -> Any:

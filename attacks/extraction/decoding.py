@@ -24,7 +24,8 @@ import torch
 
 from .._progress import Progress, progress_or_null
 from .._usable import NO_TOKENS, partition
-from ..batching import DEFAULT_BATCH_TOKENS, DEFAULT_DECODE_ROWS, run_batches
+from ..batching import DEFAULT_BATCH_TOKENS, DEFAULT_DECODE_ROWS
+from ..sharding import run_batches_on
 from ..errors import InputError
 from ..model import CachedForward, CausalLM
 
@@ -186,20 +187,16 @@ def generate(lm: CausalLM, prompts: Sequence[Sequence[int]], *, max_new_tokens: 
         out = _decode_batch(forward, lm.device, [prompts[i] for i in rows], max_new_tokens, sampling,
                             generators, eos if stop_at_eos else None)
         for j, i in enumerate(rows):
-            results[i] = out[j]
             mine[i] = (out[j],)
         own_task.advance(len(rows), tokens=len(rows) * max_new_tokens)
 
     widths = [len(prompts[i]) + max_new_tokens for i in order]
     try:
         with torch.inference_mode():
-            if lm.shard is None:
-                run_batches(widths, run, max_rows=batch_size, max_tokens=batch_tokens, what="prompt")
-            else:
-                lm.shard.run_batches(widths, run, max_rows=batch_size, max_tokens=batch_tokens, what="prompt",
-                                     tally=own_task)
-                for i, (out,) in lm.shard.gather(mine).items():
-                    results[i] = out
+            mine = run_batches_on(lm.shard, widths, run, mine, max_rows=batch_size, max_tokens=batch_tokens,
+                                  what="prompt", tally=own_task)
+        for i, (out,) in mine.items():
+            results[i] = out
     finally:
         task.close()
     return results

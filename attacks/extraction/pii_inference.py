@@ -35,7 +35,7 @@ from .._usable import NO_TOKENS, partition, prefixed, skip_fields
 from ..batching import DEFAULT_BATCH_TOKENS
 from ..model import CausalLM
 from ..registry import register_attack
-from ..scoring import score_texts
+from ..scoring import shared_prefix_logliks
 from ._common import sha256
 
 
@@ -111,10 +111,11 @@ def pii_inference(lm: CausalLM, trials: Sequence[InferenceTrial | Mapping[str, A
     part = partition(given, lambda i, t: next((why for why, test in unusable.items() if test(t)), None))
     options = {i: [given[i].value, *dict.fromkeys(c for c in given[i].candidates if c != given[i].value)]
                for i in part.kept}
-    ids = iter(lm.encode([given[i].prompt + o for i in part.kept for o in options[i]]))  # one call for every text
+    encoded = iter(lm.encode([given[i].prompt + o for i in part.kept for o in options[i]]))  # one call for all
+    ids = {i: [next(encoded) for _ in options[i]] for i in part.kept}
     too_long = f"prompt and value longer than the {lm.context_length}-token context"
     for i in list(part.kept):
-        lengths = [len(next(ids)) for _ in options[i]]
+        lengths = [len(t) for t in ids[i]]
         why = NO_TOKENS if min(lengths) < 2 else (too_long if max(lengths) > lm.context_length else None)
         if why:
             part.kept.remove(i)
@@ -122,14 +123,11 @@ def pii_inference(lm: CausalLM, trials: Sequence[InferenceTrial | Mapping[str, A
     part.require("inference trials", "pass trials with a prompt, its true value and at least one other candidate "
                                      "that fit the model's context")
     kept = part.kept
-    # every text of every trial in one scoring pass: the texts are short (a prompt cut to leave room for the value),
-    # so running each trial's prompt once (attacks.scoring.shared_prefix_logliks) saves little (measured on the
-    # demo's clinical trials: 0.50 s against 0.45 s for 492 texts)
-    texts = [given[i].prompt + o for i in kept for o in options[i]]
-    sums = score_texts(lm, texts, batch_size=batch_size, batch_tokens=batch_tokens, stats=False,
-                       progress=progress).sum_logprob()
-    bounds = np.cumsum([0] + [len(options[i]) for i in kept])
-    won = {i: bool(np.all(sums[a] > sums[a + 1:b])) for i, a, b in zip(kept, bounds[:-1], bounds[1:])}
+    # a trial's texts share its prompt, which runs once per batch (measured on the quick demo's finance audit,
+    # 96 trials of up to 10 texts on 5 models: 2.6 s against 5.1 s scoring every text whole)
+    scores = shared_prefix_logliks(lm, [ids[i] for i in kept], batch_size=batch_size, batch_tokens=batch_tokens,
+                                   progress=progress)
+    won = {i: bool(np.all(ll[0] > ll[1:])) for i, ll in zip(kept, scores)}
     categories = sorted({given[i].category for i in kept})
     by_category = {c: metrics.rate(k=sum(won[i] for i in kept if given[i].category == c),
                                    n=sum(given[i].category == c for i in kept), alpha=alpha) for c in categories}

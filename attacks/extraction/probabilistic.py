@@ -25,7 +25,8 @@ import torch
 from .. import metrics
 from .._progress import Progress, progress_or_null
 from .._usable import skip_fields
-from ..batching import right_padded, run_batches
+from ..batching import right_padded
+from ..sharding import run_batches_on
 from ..errors import InputError
 from ..model import CausalLM
 from ..registry import register_attack
@@ -90,20 +91,16 @@ def suffix_logprobs(lm: CausalLM, prefixes: Sequence[Sequence[int]], suffixes: S
             start, end = len(prefixes[i]), len(seqs[j])
             logp = decoding_logprobs(logits[j, start - 1:end - 1], sampling)
             target = ids[j, start:end]
-            out[i] = float(logp.gather(-1, target[:, None]).sum())
-            mine[i] = (np.float64(out[i]),)
+            mine[i] = (np.float64(logp.gather(-1, target[:, None]).sum()),)
         own_task.advance(len(rows))
 
     widths = [len(prefixes[i]) + len(suffixes[i]) for i in order]
     try:
-        with torch.inference_mode():
-            if lm.shard is None:  # batches of batch_size pairs, longest first
-                run_batches(widths, run, max_rows=batch_size, max_tokens=None, what="prefix and suffix")
-            else:
-                lm.shard.run_batches(widths, run, max_rows=batch_size, max_tokens=None, what="prefix and suffix",
-                                     tally=own_task)
-                for i, (value,) in lm.shard.gather(mine).items():
-                    out[i] = float(value)
+        with torch.inference_mode():  # batches of batch_size pairs, longest first
+            mine = run_batches_on(lm.shard, widths, run, mine, max_rows=batch_size, max_tokens=None,
+                                  what="prefix and suffix", tally=own_task)
+        for i, (value,) in mine.items():
+            out[i] = float(value)
     finally:
         task.close()
     return out

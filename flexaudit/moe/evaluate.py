@@ -69,7 +69,7 @@ def perplexity(
         ids, mask = pad_right(chunk, pad)
         ids, mask = ids.to(model.device), mask.to(model.device)
         try:
-            nll = float(token_nll(model(ids), ids, mask))
+            nll = float(token_nll(model(ids, next_token_only=True), ids, mask))
         except (RuntimeError, MemoryError) as exc:
             if not is_out_of_memory(exc) or n == 1:
                 if is_out_of_memory(exc):

@@ -337,8 +337,11 @@ class FlexOlmo(nn.Module):
             nn.init.normal_(module.weight, mean=0.0, std=0.02)
 
     def forward(self, input_ids: torch.Tensor, *, router_only: torch.Tensor | None = None, return_moe_inputs: bool = False,
-                return_public_drift: bool = False):
-        """Logits (B, T, V). With return_moe_inputs, also each layer's router input (B, T, H). With
+                return_public_drift: bool = False, next_token_only: bool = False):
+        """Logits (B, T, V); with next_token_only (B, T-1, V), only the positions that have a next token in
+        input_ids: what a training loss needs (token_nll takes either), without the output head's largest product
+        on a position nobody reads or the gradient of slicing (B, T, V) logits. With return_moe_inputs, also each
+        layer's router input (B, T, H). With
         return_public_drift (2 experts and router_only given), also per layer the pair (sum of squared
         difference between expert 1's and expert 0's outputs on the router_only rows, sum of expert 0's squared
         output there), scalars; see MoE.forward."""
@@ -354,7 +357,9 @@ class FlexOlmo(nn.Module):
                 x, router_input = layer(x, cos, sin, router_only)
             if return_moe_inputs:
                 moe_inputs.append(router_input)
-        logits = self.lm_head(self.model.norm(x))  # (B, T, V)
+        if next_token_only:
+            x = x[:, :-1]  # (B, T-1, H)
+        logits = self.lm_head(self.model.norm(x))  # (B, T, V) or (B, T-1, V)
         if return_public_drift:
             return logits, drift
         return (logits, moe_inputs) if return_moe_inputs else logits
@@ -504,17 +509,20 @@ def pad_right(rows: list[list[int]], pad: int) -> tuple[torch.Tensor, torch.Tens
 
 
 def token_nll(logits: torch.Tensor, input_ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Summed next-token negative log-likelihood over positions where mask[:, 1:] is true."""
+    """Summed next-token negative log-likelihood over positions where mask[:, 1:] is true; `logits` (B, T, V)
+    for every position of input_ids (B, T), or (B, T-1, V) for those with a next token (next_token_only)."""
     target_mask = mask[:, 1:]
+    if logits.shape[1] == input_ids.shape[1]:
+        logits = logits[:, :-1]
     lp = F.cross_entropy(
-        logits[:, :-1].reshape(-1, logits.shape[-1]).float(), input_ids[:, 1:].reshape(-1), reduction="none"
+        logits.reshape(-1, logits.shape[-1]).float(), input_ids[:, 1:].reshape(-1), reduction="none"
     ).view_as(target_mask)  # (B, T-1)
     return (lp * target_mask).sum()
 
 
 def causal_lm_loss(model: FlexOlmo, input_ids: torch.Tensor, mask: torch.Tensor, router_only=None) -> torch.Tensor:
     """Mean next-token cross-entropy over real (unpadded) target positions."""
-    logits = model(input_ids, router_only=router_only)  # (B, T, V)
+    logits = model(input_ids, router_only=router_only, next_token_only=True)  # (B, T-1, V)
     count = mask[:, 1:].sum().clamp(min=1)
     return token_nll(logits, input_ids, mask) / count
 

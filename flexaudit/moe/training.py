@@ -174,7 +174,7 @@ def _loss(model: FlexOlmo, batch: Batch, anchor_weight: float) -> torch.Tensor:
     mask = torch.ones_like(batch.ids, dtype=torch.bool)
     if batch.router_only is None or anchor_weight == 0:
         return causal_lm_loss(model, batch.ids, mask, batch.router_only)
-    logits, router_inputs = model(batch.ids, router_only=batch.router_only, return_moe_inputs=True)
+    logits, router_inputs = model(batch.ids, router_only=batch.router_only, return_moe_inputs=True, next_token_only=True)
     loss = token_nll(logits, batch.ids, mask) / mask[:, 1:].sum()
     drift = 0.0
     for layer, h in zip(model.model.layers, router_inputs):
@@ -196,9 +196,9 @@ def _shared_loss(net: torch.nn.Module, batch: Batch, anchor_weight: float, world
     mask = torch.ones_like(ids, dtype=torch.bool)
     positions = batch.ids.shape[0] * (batch.ids.shape[1] - 1)  # every row's every target, as causal_lm_loss counts
     if batch.router_only is None or anchor_weight == 0:
-        loss = token_nll(net(ids, router_only=router_only), ids, mask) / positions
+        loss = token_nll(net(ids, router_only=router_only, next_token_only=True), ids, mask) / positions
         return loss * world.size, loss
-    logits, drift = net(ids, router_only=router_only, return_public_drift=True)
+    logits, drift = net(ids, router_only=router_only, return_public_drift=True, next_token_only=True)
     loss = token_nll(logits, ids, mask) / positions
     # _loss: mean((y1 - y0)^2) / mean(y0^2) over every public row; the element counts cancel, so each rank adds
     # its rows' squared differences over the whole batch's sum of y0^2

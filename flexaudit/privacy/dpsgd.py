@@ -206,8 +206,8 @@ class PerSampleEngine:
             return _RouterBiasPerSample.apply(logits, module.weight) if self.private else original(logits)
         return forward
 
-    def __call__(self, ids: torch.Tensor) -> torch.Tensor:
-        return self._gsm(ids) if self.kind == "opacus" else self.model(ids)
+    def __call__(self, ids: torch.Tensor, **kwargs) -> torch.Tensor:
+        return self._gsm(ids, **kwargs) if self.kind == "opacus" else self.model(ids, **kwargs)
 
     @contextlib.contextmanager
     def ordinary(self):
@@ -275,8 +275,8 @@ class _PerUnitClipper:
 def _row_losses(model, ids: torch.Tensor, mask: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     """Sum over rows of (row NLL sum * weight): with weight = 1 / tokens of the row's unit, each unit's
     loss is its mean token NLL, whatever its length."""
-    logits = model(ids)  # (R, T, V)
-    nll = F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]).float(), ids[:, 1:].reshape(-1), reduction="none")
+    logits = model(ids, next_token_only=True)  # (R, T-1, V)
+    nll = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), ids[:, 1:].reshape(-1), reduction="none")
     per_row = (nll.view(ids.shape[0], -1) * mask[:, 1:]).sum(1)  # (R,)
     return (per_row * weights).sum()
 
@@ -340,7 +340,8 @@ def shared_private_gradient(engine: PerSampleEngine, unit_rows, chosen, dp: DPSe
         part = public_rows[world.share(len(public_rows))].to(trainable[0].device)
         with engine.ordinary(), placement.autocast():  # public text is not private: an ordinary gradient
             # router_only: on public rows the expert's output is detached (causal_lm_loss in one process)
-            logits = engine.model(part, router_only=torch.ones(len(part), dtype=torch.bool, device=part.device))
+            logits = engine.model(part, router_only=torch.ones(len(part), dtype=torch.bool, device=part.device),
+                                  next_token_only=True)
             loss = token_nll(logits, part, torch.ones_like(part, dtype=torch.bool))
             loss = loss / (public_rows.shape[0] * (public_rows.shape[1] - 1))  # the whole public batch's mean
         public = list(torch.autograd.grad(loss, trainable, allow_unused=True, materialize_grads=True))

@@ -260,6 +260,18 @@ def test_shared_prefix_scoring_equals_scoring_each_text_whole(world):
         shared_prefix_logliks(world.target, [[[5]]])
 
 
+@pytest.mark.parametrize("batch_size", [64, 5])
+def test_shared_prefix_scoring_of_many_small_groups_side_by_side(world, batch_size):
+    # the inference game's shape: many prompts of different lengths, each with a few candidate endings; one
+    # batch holds several groups' prefixes (left-padded) or splits a group (batch_size 5)
+    endings = ("1984-03-02", "2001-11-30", "1999-07-15", " 42")
+    texts = [[m[: 12 + 9 * i] + e for e in endings[: 2 + i % 3]] for i, m in enumerate(world.members[:6])]
+    groups = [world.target.encode(t) for t in texts]
+    got = shared_prefix_logliks(world.target, groups, batch_size=batch_size)
+    for ids, t, scores in zip(groups, texts, got):
+        np.testing.assert_allclose(scores, score_texts(world.target, t, stats=False).sum_logprob(), atol=1e-4)
+
+
 def test_canary_exposure_ranks_as_scoring_whole_texts_would(world):
     res = canary_exposure(world.target, world.canaries, n_reference=31, seed=2)
     refs = random_secrets(31, rng=np.random.default_rng(2), digits=len(world.canaries[0].secret),

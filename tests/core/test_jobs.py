@@ -71,6 +71,29 @@ def die(*, progress) -> None:
     os._exit(9)
 
 
+_WARMED_IN: int | None = None
+
+
+def warm() -> None:
+    global _WARMED_IN
+    _WARMED_IN = os.getpid()
+
+
+def warmed(delay: float, *, progress) -> tuple[int, int | None]:
+    time.sleep(delay)  # long enough that the other job goes to the other worker
+    return os.getpid(), _WARMED_IN
+
+
+def test_each_worker_warms_up_before_its_first_job():
+    with Jobs(2, threads=1, warm_up=warm) as jobs:
+        jobs.submit("a", warmed, 0.5)
+        jobs.submit("b", warmed, 0.5)
+        ran = [jobs.result("a"), jobs.result("b")]
+    assert len({pid for pid, _ in ran}) == 2
+    assert all(pid == warmed_in for pid, warmed_in in ran)
+    assert _WARMED_IN is None  # not in the caller
+
+
 def test_inline_jobs_run_in_this_process_in_order_with_the_callers_progress(tmp_path):
     progress = Recorder()
     with Jobs(1, progress=progress) as jobs:

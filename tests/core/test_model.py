@@ -91,6 +91,28 @@ def test_freeze_anchor_leaves_only_the_new_expert_trainable():
                for i in range(2) for p in ("gate_proj", "up_proj", "down_proj"))
 
 
+def test_next_token_only_is_the_same_loss_and_gradient():
+    # the training losses ask only for the positions that have a next token; with causal attention the last
+    # position cannot change the others, so loss and gradients equal those of the full logits
+    from flexaudit.moe.model import causal_lm_loss, token_nll
+
+    model = _pool(2, 2)
+    model.freeze_anchor()
+    ids = torch.randint(0, 300, (3, 40))
+    mask = torch.ones_like(ids, dtype=torch.bool)
+    mask[0, 30:] = False  # a padded row
+    short = model(ids, next_token_only=True)
+    assert short.shape == (3, 39, 300)
+    full = model(ids)
+    assert torch.allclose(short, full[:, :-1], atol=1e-5, rtol=0)
+    grads = []
+    for loss in (token_nll(full, ids, mask) / mask[:, 1:].sum(), causal_lm_loss(model, ids, mask)):
+        trainable = [p for p in model.parameters() if p.requires_grad]
+        grads.append(torch.autograd.grad(loss, trainable, retain_graph=True))
+    assert all(torch.allclose(a, b, atol=1e-6, rtol=1e-5) for a, b in zip(*grads))
+    assert torch.allclose(token_nll(short, ids, mask), token_nll(full, ids, mask), atol=1e-4, rtol=0)
+
+
 def test_router_bias_is_never_positive():
     model = _pool(2, 2, router_bias=True)
     layer = model.model.layers[0]

@@ -41,7 +41,7 @@ import json
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 import numpy as np
 import torch
@@ -372,7 +372,7 @@ def shared_prefix_logliks(lm: CausalLM, groups: Sequence[Sequence[Sequence[int]]
     heads, rows = _prefix_units(groups)
     # longest first (run_batches sizes a batch by its first item); a unit's lists have about the same length, so
     # they stay together and its prefix runs in few batches
-    order = sorted(range(len(rows)), key=lambda r: (-(len(heads[rows[r][1]]) + len(rows[r][2])), rows[r][1]))
+    order = sorted(range(len(rows)), key=lambda r: (-(len(heads[rows[r].head]) + len(rows[r].tokens)), rows[r].head))
     forward = CachedForward(lm.model)
     task = progress_or_null(progress).task(f"scoring {len(sizes)} texts after shared prefixes with {lm.name}",
                                            total=len(sizes))
@@ -382,7 +382,7 @@ def shared_prefix_logliks(lm: CausalLM, groups: Sequence[Sequence[Sequence[int]]
 
     def run(start: int, stop: int) -> None:
         batch = [rows[r] for r in order[start:stop]]
-        units = sorted({u for _, u, _, _ in batch})
+        units = sorted({r.head for r in batch})
         slot = {u: j for j, u in enumerate(units)}
         width = max(len(heads[u]) for u in units)
         head_ids = torch.zeros((len(units), width), dtype=torch.long)
@@ -397,25 +397,25 @@ def shared_prefix_logliks(lm: CausalLM, groups: Sequence[Sequence[Sequence[int]]
         real = (head_mask[:, :-1] * head_mask[:, 1:]).bool()  # position k and the token it predicts are both real
         head_ll = torch.where(real, logp[:, :-1].gather(-1, head_ids[:, 1:, None])[..., 0], 0.0).sum(-1)  # (U,)
         first = logp[:, -1]  # (U, V): each unit's distribution of its lists' first own token
-        which = torch.tensor([slot[u] for _, u, _, _ in batch], device=lm.device)  # (B,)
+        which = torch.tensor([slot[r.head] for r in batch], device=lm.device)  # (B,)
         cache.batch_select_indices(which)
-        tail_ids, tail_mask = right_padded([t for _, _, t, _ in batch], lm.device)  # (B, W) each
+        tail_ids, tail_mask = right_padded([r.tokens for r in batch], lm.device)  # (B, W) each
         tail_width = tail_ids.shape[1]
         mask = torch.cat([head_mask[which], tail_mask], dim=1)  # (B, P + W)
         starts = head_mask.sum(-1)[which]  # (B,): each list's own tokens start after its prefix
         positions = starts[:, None] + torch.arange(tail_width, device=lm.device)[None]  # (B, W)
         logits, _ = forward(tail_ids, mask, positions, cache, last_only=False)  # (B, W, V)
         # position k of a row predicts its token k + 1: reduce only the real ones (flat indices, as _score_batch)
-        where = torch.cat([j * tail_width + torch.arange(len(t) - 1) for j, (_, _, t, _) in enumerate(batch)])
+        where = torch.cat([j * tail_width + torch.arange(len(r.tokens) - 1) for j, r in enumerate(batch)])
         where = where.to(lm.device)
         own = _vocab_moments(logits.reshape(-1, logits.shape[-1]), where, tail_ids.reshape(-1)[where + 1], False)[0]
-        sums = np.split(own, np.cumsum([len(t) - 1 for _, _, t, _ in batch])[:-1])
+        sums = np.split(own, np.cumsum([len(r.tokens) - 1 for r in batch])[:-1])
         lead = (head_ll[which] + first[which, tail_ids[:, 0]]).double().cpu().numpy()  # (B,)
         for j, r in enumerate(order[start:stop]):
             mine[r] = (np.array([lead[j] + float(sums[j].sum())]),)
-        own_task.advance(len(batch), tokens=sum(len(t) for _, _, t, _ in batch))
+        own_task.advance(len(batch), tokens=sum(len(r.tokens) for r in batch))
 
-    widths = [len(heads[rows[r][1]]) + len(rows[r][2]) for r in order]
+    widths = [len(heads[rows[r].head]) + len(rows[r].tokens) for r in order]
     try:
         with torch.inference_mode():
             mine = run_batches_on(lm.shard, widths, run, mine, max_rows=batch_size, max_tokens=batch_tokens,
@@ -424,17 +424,25 @@ def shared_prefix_logliks(lm: CausalLM, groups: Sequence[Sequence[Sequence[int]]
         task.close()
     out = [np.empty(len(ids)) for ids in groups]
     for r, (value,) in mine.items():
-        group, _, _, k = rows[r]
-        out[group][k] = value[0]
+        out[rows[r].group][rows[r].index] = value[0]
     return out
 
 
-def _prefix_units(groups: list[list[list[int]]]) -> tuple[list[list[int]], list[tuple[int, int, list[int], int]]]:
+class _Own(NamedTuple):
+    """One list of shared_prefix_logliks: its group, the prefix it shares (an index into the prefixes), its own
+    tokens after that prefix, and its index in the group."""
+
+    group: int
+    head: int
+    tokens: list[int]
+    index: int
+
+
+def _prefix_units(groups: list[list[list[int]]]) -> tuple[list[list[int]], list[_Own]]:
     """Each group's lists by first token (a group without one shared by all is split), each part's longest common
-    prefix that leaves every list at least one token of its own: (the prefixes, one row per list: (group, its
-    prefix's index, the list's own tokens, its index in the group))."""
+    prefix that leaves every list at least one token of its own: (the prefixes, one _Own per list)."""
     heads: list[list[int]] = []
-    rows: list[tuple[int, int, list[int], int]] = []
+    rows: list[_Own] = []
     for g, ids in enumerate(groups):
         parts: dict[int, list[int]] = {}
         for k, t in enumerate(ids):
@@ -445,7 +453,7 @@ def _prefix_units(groups: list[list[list[int]]]) -> tuple[list[list[int]], list[
             while shared < shortest - 1 and all(ids[k][shared] == ids[members[0]][shared] for k in members):
                 shared += 1
             heads.append(ids[members[0]][:shared])
-            rows.extend((g, len(heads) - 1, ids[k][shared:], k) for k in members)
+            rows.extend(_Own(g, len(heads) - 1, ids[k][shared:], k) for k in members)
     return heads, rows
 
 

@@ -211,15 +211,12 @@ def _warm_up() -> None:
     """Each worker imports what its later jobs need while the anchor trains, so that the first expert, DP expert
     and audit of each worker do not wait for them (measured in a fresh process: Opacus 2.6 s, the Hugging Face
     FlexOlmo model 1.9 s, the tokenizer classes 0.9 s, matplotlib 0.8 s)."""
-    try:
-        import opacus  # noqa: F401  (the DP expert's accountants and per-sample gradients)
-        from transformers import FlexOlmoForCausalLM, PreTrainedTokenizerFast  # noqa: F401  (training and attacks)
+    import matplotlib
+    import opacus  # noqa: F401  (the DP expert's accountants and per-sample gradients)
+    from transformers import FlexOlmoForCausalLM, PreTrainedTokenizerFast  # noqa: F401  (training and attacks)
 
-        from flexaudit.report.figures import _plt
-
-        _plt()
-    except ImportError:  # the job that needs it reports it
-        pass
+    matplotlib.use("Agg", force=True)  # the backend flexaudit.report.figures draws with
+    import matplotlib.pyplot  # noqa: F401
 
 
 def _machine_peak() -> float:

@@ -145,7 +145,10 @@ def _start_worker(threads: int, events, warm_up: Callable[[], None] | None) -> N
     global _WORKER_PROGRESS
     _WORKER_PROGRESS = _Forwarded(events)
     if warm_up is not None:
-        warm_up()
+        try:
+            warm_up()
+        except Exception:  # only a head start: the job that needs what failed here meets it and reports it
+            pass
 
 
 def _call(fn: Callable, args: tuple, kwargs: dict) -> Any:

@@ -94,6 +94,16 @@ def test_each_worker_warms_up_before_its_first_job():
     assert _WARMED_IN is None  # not in the caller
 
 
+def broken_warm_up() -> None:
+    raise RuntimeError("a module failed to import")
+
+
+def test_a_failed_warm_up_leaves_the_jobs_to_run():
+    with Jobs(2, threads=1, warm_up=broken_warm_up) as jobs:
+        jobs.submit("a", where, "a")
+        assert jobs.result("a")[0] == "a"
+
+
 def test_inline_jobs_run_in_this_process_in_order_with_the_callers_progress(tmp_path):
     progress = Recorder()
     with Jobs(1, progress=progress) as jobs:

@@ -25,11 +25,19 @@ CATEGORIES = ("email", "phone", "iban", "card_number", "date")
 NOT_SEARCHED = ("name", "address")
 
 
+CONTEXT_CHARS = 200  # the text before an item that prompts for it (the leakage prompts, the inference trials)
+MIN_CONTEXT = 24  # an item nearer the start of its text has too little before it to prompt with
+
+
 @dataclass(frozen=True)
 class Found:
     category: str
     value: str
     start: int  # character offset in the text
+
+    def context(self, text: str, chars: int = CONTEXT_CHARS) -> str | None:
+        """The text before this item in `text`, up to `chars` characters; None within the first MIN_CONTEXT."""
+        return text[max(0, self.start - chars): self.start] if self.start >= MIN_CONTEXT else None
 
 
 def _luhn(digits: str) -> bool:
@@ -81,10 +89,9 @@ def value_shape(value: str) -> str:
 
 
 def inference_trials(members: list[str], nonmembers: list[str], *, limit: int, candidates: int, seed: int,
-                     context_chars: int = 200) -> list[dict]:
+                     context_chars: int = CONTEXT_CHARS) -> list[dict]:
     """Trials of the personal-data inference game (attacks.pii_inference) on the members' items: the text before
-    each item (up to `context_chars` characters; items in the first 24 characters have no context and are left
-    out), its value, and up to `candidates` other values of the same category and format found in the
+    each item (`Found.context`: up to `context_chars` characters; items with no context are left out), its value, and up to `candidates` other values of the same category and format found in the
     non-members. Candidates come from the non-members so that they are as plausible in the domain as the true
     value but were never trained on: a model that learned only the domain's formats (a bank's sort codes, a
     hospital's date style) has no reason to prefer the true one. Items without such a candidate are left out;
@@ -98,8 +105,8 @@ def inference_trials(members: list[str], nonmembers: list[str], *, limit: int, c
     for text in members:
         for f in find_personal_data(text):
             others = sorted(pool.get((f.category, value_shape(f.value)), set()) - {f.value})
-            if f.start >= 24 and others:
-                trials.append({"category": f.category, "value": f.value,
-                               "prompt": text[max(0, f.start - context_chars): f.start],
+            prompt = f.context(text, context_chars)
+            if prompt is not None and others:
+                trials.append({"category": f.category, "value": f.value, "prompt": prompt,
                                "candidates": rng.sample(others, min(candidates, len(others)))})
     return trials if len(trials) <= limit else rng.sample(trials, limit)

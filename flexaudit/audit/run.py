@@ -130,8 +130,9 @@ def _pii_prompts(members: list[str], limit: int, seed: int) -> tuple[list[dict],
         for f in find_personal_data(text):
             items[(f.category, f.value)] = None
             categories[f.category] = categories.get(f.category, 0) + 1
-            if f.start >= 24:
-                prompts.append(text[max(0, f.start - 200) : f.start])
+            prompt = f.context(text)
+            if prompt is not None:
+                prompts.append(prompt)
     chosen = _sample(prompts, limit, seed)
     return [{"category": c, "value": v} for c, v in items], chosen, categories
 
@@ -276,6 +277,7 @@ def run_attacks(
                   inference_trials(member_texts, nonmember_texts, limit=options.pii_trials,
                                    candidates=options.pii_candidates, seed=options.seed)
                   ] if _selected(options, "FA-EXT-PII-INF") else []
+        leak = len(items) >= MIN_PERSONAL_ITEMS and bool(prompts)
         infer = len(trials) >= MIN_PERSONAL_ITEMS
         for side, lm in (("target", target), ("anchor", reference)):
             runs = extraction[side]
@@ -298,7 +300,7 @@ def run_attacks(
                     runs.append({"attack_id": "FA-EXT-CANARY", "status": "not_run",
                                  "reason": "the expert was trained without canaries (expert train --canaries N)"})
             if _selected(options, "FA-EXT-PII"):
-                if len(items) >= MIN_PERSONAL_ITEMS and prompts:
+                if leak:
                     runs.append(_attempt("FA-EXT-PII", attacks.pii_leakage, lm, items, prompts,
                                          max_new_tokens=pii_new_tokens, seed=options.seed, reveal=options.reveal,
                                          hash_key=key, progress=progress))
@@ -326,11 +328,9 @@ def run_attacks(
                                  pool_experts=options.pool_experts, attacked=attacked, prefix=prefix, suffix=suffix,
                                  window=window, samples=options.samples_per_prefix, items=items, prompts=prompts,
                                  pii_new_tokens=pii_new_tokens, trials=trials, seed=options.seed, key=key,
-                                 attempt=_attempt,
-                                 placement=placement, shard=shard,
+                                 attempt=_attempt, placement=placement, shard=shard,
                                  run=[a for a in ("FA-EXT-DISC", "FA-EXT-SAMPLED") if _selected(options, a)]
-                                 + (["FA-EXT-PII"] if _selected(options, "FA-EXT-PII") and len(items) >= MIN_PERSONAL_ITEMS
-                                    and prompts else [])
+                                 + (["FA-EXT-PII"] if _selected(options, "FA-EXT-PII") and leak else [])
                                  + (["FA-EXT-PII-INF"] if infer else []), progress=progress)
             seconds["comparison"] = time.perf_counter() - t
         evidence = None

@@ -149,6 +149,14 @@ def quiet_transformers() -> Iterator[None]:
             hf_logging.enable_progress_bar()
 
 
+def _cpu_experts(device: str | torch.device) -> dict:
+    """On a CPU, a mixture-of-experts model runs its experts one after another ("eager"), not through
+    transformers' default grouped matrix product: the same outputs, and faster there (a 4-expert FlexOlmo of
+    hidden size 96 scoring 32 rows of 64 tokens: 35-39 ms against 41-48 ms; 64 rows of 16, 17 ms against 20).
+    Accelerators keep the default. Models without experts ignore the setting."""
+    return {"experts_implementation": "eager"} if torch.device(device).type == "cpu" else {}
+
+
 def load_causal_lm(path: str | Path, *, device: str | torch.device = "cpu",
                    dtype: torch.dtype = torch.float32, name: str | None = None, shard: Any = None) -> CausalLM:
     """Loads `AutoModelForCausalLM` + `AutoTokenizer` from a local directory, safetensors weights only.
@@ -172,7 +180,7 @@ def load_causal_lm(path: str | Path, *, device: str | torch.device = "cpu",
     try:
         with quiet_transformers():
             model = AutoModelForCausalLM.from_pretrained(
-                directory, local_files_only=True, use_safetensors=True, dtype=dtype)
+                directory, local_files_only=True, use_safetensors=True, dtype=dtype, **_cpu_experts(device))
             tokenizer = AutoTokenizer.from_pretrained(directory, local_files_only=True)
     except (OSError, ValueError, KeyError) as exc:
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

@@ -256,12 +256,22 @@ def _optimizer_tensors(opt: torch.optim.Optimizer, names: dict[int, str]) -> dic
     return out
 
 
+def adamw(groups: list, *, lr: float, sharded: bool = False) -> torch.optim.AdamW:
+    """AdamW with OLMo-2's betas (0.9, 0.95) and eps 1e-8, the optimizer of every training loop here; `groups`
+    as torch.optim takes them. torch's fused kernel (one pass over each tensor instead of a dozen element-wise
+    ops: an anchor step of the `mini` preset on 2 CPU threads about 47 ms instead of 51-57) unless the parameters
+    are sharded (FSDP's DTensors keep the default implementation)."""
+    return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.95), eps=1e-8, fused=not sharded)
+
+
 def _load_optimizer(opt: torch.optim.Optimizer, params: list[tuple[str, torch.nn.Parameter]], tensors: dict) -> None:
+    # the step count is a scalar on the CPU, or beside the parameter for the fused kernel, as the optimizer keeps it
+    fused = bool(opt.defaults.get("fused"))
     for name, p in params:
         prefix = f"optim.{name}."
-        # moments live beside their parameter (sharded like it under FSDP); the step count stays a CPU scalar,
-        # as the optimizer keeps it
-        state = {k[len(prefix):]: distributed.like(p, v) if v.shape == p.shape else v.clone()
+        # moments live beside their parameter (sharded like it under FSDP)
+        state = {k[len(prefix):]: distributed.like(p, v) if v.shape == p.shape
+                 else v.to(p.device, copy=True) if fused else v.clone()
                  for k, v in tensors.items() if k.startswith(prefix)}
         if state:
             opt.state[p] = state
@@ -352,7 +362,7 @@ def train(
     decay = [p for _, p in params if p.ndim >= 2 and settings.weight_decay > 0]
     no_decay = [p for _, p in params if not (p.ndim >= 2 and settings.weight_decay > 0)]
     groups = [g for g in ({"params": decay, "weight_decay": settings.weight_decay}, {"params": no_decay, "weight_decay": 0.0}) if g["params"]]
-    opt = torch.optim.AdamW(groups, lr=settings.lr, betas=(0.9, 0.95), eps=1e-8)
+    opt = adamw(groups, lr=settings.lr, sharded=fsdp and world.distributed)
 
     checkpoints = Checkpoints(checkpoint_dir)
     identity = {**identity, "settings": asdict(settings), "dtype": str(placement.dtype).removeprefix("torch.")}

@@ -57,6 +57,7 @@ from flexaudit.moe.training import (
     TrainSettings,
     _fault_point,
     _optimizer_tensors,
+    adamw,
     restore_or_reset,
     save_checkpoint,
 )
@@ -384,7 +385,7 @@ def train_dp(
         if p.dtype != torch.float32:
             p.data = p.data.float()
     names = {id(p): n for n, p in params}
-    opt = torch.optim.AdamW([p for _, p in params], lr=settings.lr, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.0)
+    opt = adamw([{"params": [p for _, p in params], "weight_decay": 0.0}], lr=settings.lr)
     sampler = torch.Generator().manual_seed(secret_seed(key, run_id, "poisson-sampling"))
     noise = torch.Generator().manual_seed(secret_seed(key, run_id, "gaussian-noise"))
 

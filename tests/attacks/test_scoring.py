@@ -72,6 +72,20 @@ def test_loading_refuses_pickle_and_missing_weights(tmp_path, world):
         load_causal_lm("allenai/FlexOlmo-7x7B-1T")  # a hub id is never downloaded
 
 
+def test_experts_run_one_after_another_on_a_cpu_with_the_same_scores(world):
+    # load_causal_lm picks transformers' "eager" experts on a CPU (faster there); it must score exactly as the
+    # default grouped implementation does
+    from transformers import AutoModelForCausalLM
+
+    lm = load_causal_lm(world.target_dir)
+    assert lm.model.config._experts_implementation == "eager"
+    default = AutoModelForCausalLM.from_pretrained(world.target_dir, experts_implementation="grouped_mm").eval()
+    assert default.config._experts_implementation == "grouped_mm"
+    grouped = CausalLM.from_model(default, world.tokenizer)
+    a, b = score_texts(lm, world.members + world.nonmembers), score_texts(grouped, world.members + world.nonmembers)
+    assert np.allclose(a.logprobs_flat, b.logprobs_flat, atol=1e-5)
+
+
 def test_loaded_model_scores_like_in_memory(world):
     lm = load_causal_lm(world.anchor_dir)
     mem = CausalLM.from_model(tiny.tiny_flexolmo(world.tokenizer, seed=0), world.tokenizer)

@@ -207,16 +207,12 @@ def _headline(report: dict) -> dict:
     }
 
 
-def _warm_up() -> None:
-    """Each worker imports what its later jobs need while the anchor trains, so that the first expert, DP expert
-    and audit of each worker do not wait for them (measured in a fresh process: Opacus 2.6 s, the Hugging Face
-    FlexOlmo model 1.9 s, the tokenizer classes 0.9 s, matplotlib 0.8 s)."""
-    import matplotlib
-    import opacus  # noqa: F401  (the DP expert's accountants and per-sample gradients)
-    from transformers import FlexOlmoForCausalLM, PreTrainedTokenizerFast  # noqa: F401  (training and attacks)
-
-    matplotlib.use("Agg", force=True)  # the backend flexaudit.report.figures draws with
-    import matplotlib.pyplot  # noqa: F401
+# What the demo's jobs import, once, before the workers start (flexaudit.jobs); measured in a fresh process:
+# the Hugging Face FlexOlmo model 1.9-3.0 s, Opacus 1.6-2.6 s (the DP expert's accountants and per-sample
+# gradients), matplotlib 0.8 s (the reports' figures), torch 1.1-1.5 s
+PRELOAD = ("torch", "opacus", "transformers.models.flex_olmo.modeling_flex_olmo", "matplotlib.pyplot",
+           "flexaudit.demo", "flexaudit.privacy.expert_training", "flexaudit.moe.dense", "flexaudit.workflows",
+           "flexaudit.report", "flexaudit.gate.engine")
 
 
 def _machine_peak() -> float:
@@ -259,26 +255,22 @@ def run_demo(
         seconds[name] = round(time.perf_counter() - since, 1)
         return time.perf_counter()
 
-    with Jobs(workers, threads=threads, progress=progress, warm_up=_warm_up) as work:
+    # the workers start (their fork server imports PRELOAD) while this process writes the data and trains the anchor
+    with Jobs(workers, threads=threads, progress=progress, preload=PRELOAD) as work:
         # 1. data: one file per domain, as each owner would hold it
         data = workdir / "data"
         domains = ["public", *EXPERT_DOMAINS]
         progress.note(f"[1/{STEPS}] writing the built-in corpus ({plan.documents} documents per domain) to {data}")
-        # the owners' domains in the workers (which start meanwhile), the public prose here: the anchor needs only
-        # it, so the workers' start and the owners' files are hidden behind the anchor's training
-        for d in EXPERT_DOMAINS:
-            work.submit(f"data {d}", _write_data, d, data / f"{d}.jsonl", n_documents=plan.documents, seed=plan.seed)
-        write_domain("public", data / "public.jsonl", n_documents=plan.documents, seed=plan.seed)
+        for d in domains:
+            write_domain(d, data / f"{d}.jsonl", n_documents=plan.documents, seed=plan.seed)
         public_data = data / "public.jsonl"
         t = lap("data", began)
 
-        # 2. the public anchor, in this process with every thread: nothing else but the owners' files can run yet
+        # 2. the public anchor, in this process with every thread: nothing else can run yet
         anchor_dir = workdir / "anchor"
         progress.note(f"[2/{STEPS}] training the public anchor ({plan.preset}) on {public_data}")
         train_anchor([public_data], anchor_dir, preset=plan.preset, steps=plan.anchor_steps, seed=plan.seed,
                      router_init=plan.router_init, overwrite=True, placement=placement, progress=progress)
-        for d in EXPERT_DOMAINS:
-            work.result(f"data {d}")
         t = lap("anchor", t)
 
         # 3-4. one expert per owner, each with its own private state; clinical also with DP; a careless owner;
@@ -401,10 +393,6 @@ def _workers(jobs: int | None, placement: Placement) -> tuple[int, int]:
     if jobs < 1:
         raise InputError(f"--jobs must be at least 1, got {jobs}")
     return jobs, max(1, cores // jobs)
-
-
-def _write_data(domain: str, path: Path, *, n_documents: int, seed: int, progress: Progress) -> int:
-    return write_domain(domain, path, n_documents=n_documents, seed=seed)
 
 
 def _timed(fn, *args, note: str, progress: Progress, **kwargs) -> tuple:

@@ -14,50 +14,67 @@ each, 10.1 s for both.
 A job is a module-level function, called as `fn(*args, progress=..., **kwargs)`; in a worker its progress
 (notes and bars) is forwarded to the caller's `Progress`. A job starts once the jobs named in `after` have
 finished (the caller schedules them while it waits in `result`); jobs start in the order submitted. Workers
-are spawned, never forked (a fork copies the parent's OpenMP thread pool in a broken state), and each runs
-`threads` torch threads. With `workers <= 1` no process is started: each job runs in the calling process
-when it is submitted, so results match a plain sequential program (up to the thread count).
+are never forked from the caller (a fork copies its OpenMP thread pool in a broken state): they are forked
+from a fresh fork server that has imported the modules named in `preload` and run nothing else, so the
+workers share one import of torch, transformers and the rest (about 6 s of one core per worker for the
+demo's jobs); where the platform has no fork server they are spawned and each imports them. Each runs
+`threads` torch threads. The workers start in the background: the caller goes on (the demo trains its
+anchor) while the fork server imports. With `workers <= 1` no process is started: each job runs in the
+calling process when it is submitted, so results match a plain sequential program (up to the thread count).
 
 Leaving the `with` block on an error stops the workers at once instead of letting them finish their jobs
-(Ctrl-C included: it reaches every process of the terminal's group, the workers ignore it and the caller stops
-them; measured on the quick demo, exit 130 one second after Ctrl-C, no process left). `result` re-raises a
-job's exception (a FlexauditError keeps its one-line message and exit code); a job whose prerequisite failed
-raises that failure; a worker that died (killed, out of memory) fails every job not yet finished, each with a
-FlexauditError that names it.
+(Ctrl-C included: it reaches every process of the terminal's group, the workers and the fork server ignore it
+and the caller stops them; measured on the quick demo, exit 130 one second after Ctrl-C, or about 4 s in its
+first seconds, when the first worker waits for the fork server's imports; no process left). `result`
+re-raises a job's exception (a FlexauditError keeps its one-line message and exit code); a job whose
+prerequisite failed raises that failure; a worker that died (killed, out of memory) fails every job not yet
+finished, each with a FlexauditError that names it; workers that cannot start raise a FlexauditError too.
 """
 
 from __future__ import annotations
 
+import importlib
+import multiprocessing
 import os
 import threading
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Sequence
 
 from flexaudit.errors import FlexauditError
 from flexaudit.progress import NULL_PROGRESS, Progress
 
 _WORKER_PROGRESS: Progress = NULL_PROGRESS  # in a worker: forwards to the parent
+PRELOAD_ENV = "FLEXAUDIT_JOBS_PRELOAD"  # the fork server's modules to import (flexaudit._forkserver_preload)
 
 
 class Jobs:
     def __init__(self, workers: int, *, threads: int = 1, progress: Progress = NULL_PROGRESS,
-                 warm_up: Callable[[], None] | None = None):
-        """`warm_up`: a module-level function each worker calls once when it starts, before its first job (such
-        as importing what the jobs will need, while the caller works on something else)."""
+                 preload: Sequence[str] = ()):
+        """`preload`: modules the jobs will need, imported before a worker's first job (a module that fails to
+        import is left to the job that needs it). A process has one fork server, so the first `Jobs` of a
+        process with workers decides what it imports; later ones' workers import the rest themselves."""
         self.workers, self.threads, self.progress = max(1, workers), max(1, threads), progress
         self._held: dict[str, tuple[Callable, tuple, dict, tuple[str, ...]]] = {}
         self._futures: dict[str, Future] = {}
         self._pool: ProcessPoolExecutor | None = None
+        self._starting: threading.Thread | None = None
         if self.workers > 1:
-            import multiprocessing
-
-            context = multiprocessing.get_context("spawn")
+            preload = tuple(preload)
+            if "forkserver" in multiprocessing.get_all_start_methods():
+                context = multiprocessing.get_context("forkserver")
+                _start_fork_server(context, preload)
+            else:
+                context = multiprocessing.get_context("spawn")
             self._events = context.SimpleQueue()
             self._relay = threading.Thread(target=_relay, args=(self._events, progress), daemon=True)
             self._relay.start()
             self._pool = ProcessPoolExecutor(self.workers, mp_context=context, initializer=_start_worker,
-                                             initargs=(self.threads, self._events, warm_up))
+                                             initargs=(self.threads, self._events, preload))
+            # The first worker waits for the fork server's imports, and submit() holds the pool's lock while a
+            # worker starts: a no-op job submitted from a thread lets the caller work meanwhile.
+            self._starting = threading.Thread(target=_start_first_worker, args=(self._pool,), daemon=True)
+            self._starting.start()
 
     def __enter__(self) -> "Jobs":
         return self
@@ -71,6 +88,7 @@ class Jobs:
         reports do), so that nothing stored is left half-written."""
         if self._pool is None:
             return
+        self._starting.join()  # so that every worker started is known, and stopped on cancel
         pool, self._pool = self._pool, None
         if not cancel:
             pool.shutdown(wait=True)
@@ -126,13 +144,38 @@ class Jobs:
                 except Exception as exc:  # re-raised by result(), as a worker's would be
                     future.set_exception(exc)
             else:
-                future = self._pool.submit(_call, fn, args, kwargs)
+                try:
+                    future = self._pool.submit(_call, fn, args, kwargs)
+                except (BrokenProcessPool, EOFError, OSError) as exc:
+                    raise FlexauditError(f"the worker processes could not start ({type(exc).__name__}: {exc}): "
+                                         "rerun with --jobs 1 to run every step in one process") from None
             self._futures[name] = future
+
+
+def _start_first_worker(pool: ProcessPoolExecutor) -> None:
+    try:
+        pool.submit(os.getpid)
+    except Exception:  # the caller's next submit meets the same failure and reports it
+        pass
+
+
+def _start_fork_server(context, preload: tuple[str, ...]) -> None:
+    """Start this process's fork server unless it runs already, importing flexaudit.jobs and `preload` (through
+    flexaudit._forkserver_preload, which reads the list from the environment the server starts with). Returns
+    once the server process exists, not when its imports are done."""
+    from multiprocessing import forkserver
+
+    context.set_forkserver_preload(["flexaudit._forkserver_preload"])
+    os.environ[PRELOAD_ENV] = ",".join(preload)
+    try:
+        forkserver.ensure_running()
+    finally:
+        os.environ.pop(PRELOAD_ENV, None)
 
 
 # --- worker side -------------------------------------------------------------------------------------------
 
-def _start_worker(threads: int, events, warm_up: Callable[[], None] | None) -> None:
+def _start_worker(threads: int, events, preload: tuple[str, ...]) -> None:
     import signal
 
     import torch
@@ -144,10 +187,10 @@ def _start_worker(threads: int, events, warm_up: Callable[[], None] | None) -> N
     torch.set_num_threads(threads)
     global _WORKER_PROGRESS
     _WORKER_PROGRESS = _Forwarded(events)
-    if warm_up is not None:
+    for name in preload:  # already imported where the fork server did
         try:
-            warm_up()
-        except Exception:  # only a head start: the job that needs what failed here meets it and reports it
+            importlib.import_module(name)
+        except Exception:  # only a head start: the job that needs the module meets the error and reports it
             pass
 
 

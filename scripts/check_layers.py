@@ -24,7 +24,8 @@ ROOT = Path(__file__).resolve().parent.parent
 # Lowest first. A module belongs to the layer of the longest prefix that names it.
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("foundations", ("flexaudit", "flexaudit.errors", "flexaudit.digest", "flexaudit.fsutil", "flexaudit.progress",
-                     "flexaudit.signing", "flexaudit.names", "flexaudit.machine", "flexaudit.jobs")),
+                     "flexaudit.signing", "flexaudit.names", "flexaudit.machine", "flexaudit.jobs",
+                     "flexaudit._forkserver_preload")),
     ("data", ("flexaudit.data",)),
     ("moe", ("flexaudit.moe",)),
     ("privacy", ("flexaudit.privacy",)),

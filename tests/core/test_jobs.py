@@ -71,37 +71,56 @@ def die(*, progress) -> None:
     os._exit(9)
 
 
-_WARMED_IN: int | None = None
+def imported(name: str, delay: float, *, progress) -> tuple[int, bool]:
+    import sys
 
-
-def warm() -> None:
-    global _WARMED_IN
-    _WARMED_IN = os.getpid()
-
-
-def warmed(delay: float, *, progress) -> tuple[int, int | None]:
     time.sleep(delay)  # long enough that the other job goes to the other worker
-    return os.getpid(), _WARMED_IN
+    return os.getpid(), name in sys.modules
 
 
-def test_each_worker_warms_up_before_its_first_job():
-    with Jobs(2, threads=1, warm_up=warm) as jobs:
-        jobs.submit("a", warmed, 0.5)
-        jobs.submit("b", warmed, 0.5)
+def test_each_worker_starts_with_the_preloaded_modules():
+    # tabnanny: a standard module nothing here imports; a missing module and one that raises are skipped
+    with Jobs(2, threads=1, preload=["tabnanny", "flexaudit.no_such_module"]) as jobs:
+        jobs.submit("a", imported, "tabnanny", 0.5)
+        jobs.submit("b", imported, "tabnanny", 0.5)
         ran = [jobs.result("a"), jobs.result("b")]
-    assert len({pid for pid, _ in ran}) == 2
-    assert all(pid == warmed_in for pid, warmed_in in ran)
-    assert _WARMED_IN is None  # not in the caller
+    assert len({pid for pid, _ in ran}) == 2 and all(loaded for _, loaded in ran)
+    assert os.getpid() not in {pid for pid, _ in ran}
 
 
-def broken_warm_up() -> None:
-    raise RuntimeError("a module failed to import")
+_SHARED_IMPORT = """
+import os, sys, time
+from flexaudit.jobs import Jobs
+
+def job(*, progress):
+    time.sleep(0.5)
+    return os.getpid(), sys.modules["recorded"].IMPORTED_IN
+
+if __name__ == "__main__":
+    with Jobs(2, threads=1, preload=["raises", "recorded"]) as jobs:
+        jobs.submit("a", job)
+        jobs.submit("b", job)
+        print(os.getpid(), *jobs.result("a"), *jobs.result("b"))
+"""
 
 
-def test_a_failed_warm_up_leaves_the_jobs_to_run():
-    with Jobs(2, threads=1, warm_up=broken_warm_up) as jobs:
-        jobs.submit("a", where, "a")
-        assert jobs.result("a")[0] == "a"
+@pytest.mark.skipif("forkserver" not in __import__("multiprocessing").get_all_start_methods(),
+                    reason="no fork server on this platform: each worker imports the modules itself")
+def test_the_workers_share_one_import_of_the_preloaded_modules(tmp_path):
+    import subprocess
+    import sys
+
+    (tmp_path / "recorded.py").write_text("import os\nIMPORTED_IN = os.getpid()\n")
+    (tmp_path / "raises.py").write_text("raise RuntimeError('a module that fails on import')\n")
+    (tmp_path / "main.py").write_text(_SHARED_IMPORT)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), *sys.path])}
+    run = subprocess.run([sys.executable, str(tmp_path / "main.py")], capture_output=True, text=True, env=env,
+                         timeout=120)
+    assert run.returncode == 0, run.stderr[-2000:]
+    caller, pid_a, imported_a, pid_b, imported_b = map(int, run.stdout.split())
+    assert len({caller, pid_a, pid_b}) == 3
+    # imported once, in the fork server, before either worker existed; the module that raised did not stop it
+    assert imported_a == imported_b and imported_a not in {caller, pid_a, pid_b}
 
 
 def test_inline_jobs_run_in_this_process_in_order_with_the_callers_progress(tmp_path):

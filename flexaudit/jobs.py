@@ -19,8 +19,9 @@ from a fresh fork server that has imported the modules named in `preload` and ru
 workers share one import of torch, transformers and the rest (about 6 s of one core per worker for the
 demo's jobs); where the platform has no fork server they are spawned and each imports them. Each runs
 `threads` torch threads. The workers start in the background: the caller goes on (the demo trains its
-anchor) while the fork server imports. With `workers <= 1` no process is started: each job runs in the
-calling process when it is submitted, so results match a plain sequential program (up to the thread count).
+anchor) while the fork server imports; the server stays until the calling process exits (Python keeps one
+per process). With `workers <= 1` no process is started: each job runs in the calling process when it is
+submitted, so results match a plain sequential program (up to the thread count).
 
 Leaving the `with` block on an error stops the workers at once instead of letting them finish their jobs
 (Ctrl-C included: it reaches every process of the terminal's group, the workers and the fork server ignore it

@@ -79,7 +79,7 @@ def imported(name: str, delay: float, *, progress) -> tuple[int, bool]:
 
 
 def test_each_worker_starts_with_the_preloaded_modules():
-    # tabnanny: a standard module nothing here imports; a missing module and one that raises are skipped
+    # tabnanny: a standard module nothing here imports; a module that does not exist is skipped
     with Jobs(2, threads=1, preload=["tabnanny", "flexaudit.no_such_module"]) as jobs:
         jobs.submit("a", imported, "tabnanny", 0.5)
         jobs.submit("b", imported, "tabnanny", 0.5)

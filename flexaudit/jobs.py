@@ -127,8 +127,8 @@ class Jobs:
         try:
             return self._futures[name].result()
         except BrokenProcessPool:
-            raise FlexauditError(f"a worker process stopped abruptly (killed, or out of memory) before {name!r} "
-                                 "finished: rerun with --jobs 1 to run every step in one process") from None
+            raise FlexauditError(f"a worker process stopped abruptly (killed, or out of memory) or could not start "
+                                 f"before {name!r} finished: rerun with --jobs 1 to run every step in one process") from None
 
     def _start_ready(self) -> None:
         for name, (fn, args, kwargs, after) in list(self._held.items()):

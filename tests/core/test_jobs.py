@@ -78,7 +78,14 @@ def imported(name: str, delay: float, *, progress) -> tuple[int, bool]:
     return os.getpid(), name in sys.modules
 
 
-def test_each_worker_starts_with_the_preloaded_modules():
+@pytest.mark.parametrize("fork_server", [True, False], ids=["fork-server", "spawned"])
+def test_each_worker_starts_with_the_preloaded_modules(fork_server, monkeypatch):
+    import multiprocessing
+
+    if not fork_server:  # a platform without one (Windows): spawned workers import the modules themselves
+        monkeypatch.setattr(multiprocessing, "get_all_start_methods", lambda: ["spawn"])
+    elif "forkserver" not in multiprocessing.get_all_start_methods():
+        pytest.skip("no fork server on this platform")
     # tabnanny: a standard module nothing here imports; a module that does not exist is skipped
     with Jobs(2, threads=1, preload=["tabnanny", "flexaudit.no_such_module"]) as jobs:
         jobs.submit("a", imported, "tabnanny", 0.5)
@@ -121,6 +128,39 @@ def test_the_workers_share_one_import_of_the_preloaded_modules(tmp_path):
     assert len({caller, pid_a, pid_b}) == 3
     # imported once, in the fork server, before either worker existed; the module that raised did not stop it
     assert imported_a == imported_b and imported_a not in {caller, pid_a, pid_b}
+
+
+_SERVER_DIES = """
+from flexaudit.errors import FlexauditError
+from flexaudit.jobs import Jobs
+
+def job(*, progress):
+    return 1
+
+if __name__ == "__main__":
+    try:
+        with Jobs(2, threads=1, preload=["dies"]) as jobs:
+            jobs.submit("a", job)
+            jobs.result("a")
+    except FlexauditError as exc:
+        print(exc)
+"""
+
+
+@pytest.mark.skipif("forkserver" not in __import__("multiprocessing").get_all_start_methods(),
+                    reason="no fork server on this platform")
+def test_workers_that_cannot_start_fail_with_one_line(tmp_path):
+    import subprocess
+    import sys
+
+    (tmp_path / "dies.py").write_text("import os\nos._exit(3)\n")  # takes the fork server with it
+    (tmp_path / "main.py").write_text(_SERVER_DIES)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), *sys.path])}
+    run = subprocess.run([sys.executable, str(tmp_path / "main.py")], capture_output=True, text=True, env=env,
+                         timeout=120)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "could not start" in run.stdout and "--jobs 1" in run.stdout and len(run.stdout.splitlines()) == 1
+    assert "Traceback" not in run.stderr  # the thread that starts the first worker fails quietly
 
 
 def test_inline_jobs_run_in_this_process_in_order_with_the_callers_progress(tmp_path):

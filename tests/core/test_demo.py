@@ -44,3 +44,11 @@ def test_each_audit_compares_the_pool_it_joins_even_when_an_earlier_owner_is_ref
         assert audits[name]["pool"] == joined
     assert [name for name, _ in audited[len(offered) + 1:]] == again  # audited again only where the guess was wrong
     assert audits[demo.DP_EXPERT]["pool"] is None  # shown, never offered
+
+
+def test_the_workers_preload_modules_that_exist():
+    # the fork server skips a module it cannot import, so a misspelt name would only make the demo slower, silently
+    import importlib.util
+
+    assert "opacus" in demo.PRELOAD and "flexaudit.demo" in demo.PRELOAD
+    assert [name for name in demo.PRELOAD if importlib.util.find_spec(name) is None] == []

@@ -332,12 +332,8 @@ def score_texts(lm: CausalLM, texts: Sequence[str], *, batch_size: int = 64, max
         own_task.advance(len(batch), tokens=sum(r.end - r.start for r in batch))
 
     widths = [rows[r].end - rows[r].start for r in order]
-    try:
-        with torch.inference_mode():
-            per_row = run_batches_on(lm.shard, widths, run, per_row, max_rows=batch_size, max_tokens=batch_tokens,
-                                     what="text window", tally=own_task)
-    finally:
-        task.close()
+    per_row = run_batches_on(lm.shard, widths, run, per_row, max_rows=batch_size, max_tokens=batch_tokens,
+                             what="text window", task=task, tally=own_task)
     cache = _assemble(lm, texts, ids, rows, per_row, stats=stats, max_length=max_length, long_texts=long_texts)
     cache.source_index = np.asarray(usable.kept, dtype=np.int64)
     cache.n_input, cache.skipped = len(given), usable.skipped
@@ -416,12 +412,8 @@ def shared_prefix_logliks(lm: CausalLM, groups: Sequence[Sequence[Sequence[int]]
         own_task.advance(len(batch), tokens=sum(len(r.tokens) for r in batch))
 
     widths = [len(heads[rows[r].head]) + len(rows[r].tokens) for r in order]
-    try:
-        with torch.inference_mode():
-            mine = run_batches_on(lm.shard, widths, run, mine, max_rows=batch_size, max_tokens=batch_tokens,
-                                  what="text", tally=own_task)
-    finally:
-        task.close()
+    mine = run_batches_on(lm.shard, widths, run, mine, max_rows=batch_size, max_tokens=batch_tokens, what="text",
+                          task=task, tally=own_task)
     out = [np.empty(len(ids)) for ids in groups]
     for r, (value,) in mine.items():
         out[rows[r].group][rows[r].index] = value[0]

@@ -95,15 +95,21 @@ class Shard:
 
 def run_batches_on(shard: Shard | None, widths: Sequence[int], run: Callable[[int, int], None],
                    results: dict[int, tuple], *, max_rows: int, max_tokens: int | None = DEFAULT_BATCH_TOKENS,
-                   what: str = "batch", tally: Any) -> dict[int, tuple]:
+                   what: str = "batch", task: Any, tally: Any) -> dict[int, tuple]:
     """`run_batches` in this process (shard None), or this process's part of it and then every process's results
     (`Shard.run_batches`, `Shard.gather`): `results`, which `run` fills with {item: tuple of arrays}, complete
-    on every process. `tally` is what `run` advances (`Shard.tally` of the task, or the task itself)."""
-    if shard is None:
-        run_batches(widths, run, max_rows=max_rows, max_tokens=max_tokens, what=what)
-        return results
-    shard.run_batches(widths, run, max_rows=max_rows, max_tokens=max_tokens, what=what, tally=tally)
-    return shard.gather(results)
+    on every process. The batches run under inference mode (every caller scores or decodes), and the progress
+    `task` is closed when they are done or one fails; `tally` is what `run` advances (`Shard.tally` of the task,
+    or the task itself)."""
+    try:
+        with torch.inference_mode():
+            if shard is None:
+                run_batches(widths, run, max_rows=max_rows, max_tokens=max_tokens, what=what)
+                return results
+            shard.run_batches(widths, run, max_rows=max_rows, max_tokens=max_tokens, what=what, tally=tally)
+            return shard.gather(results)
+    finally:
+        task.close()
 
 
 class Tally:

@@ -191,14 +191,10 @@ def generate(lm: CausalLM, prompts: Sequence[Sequence[int]], *, max_new_tokens: 
         own_task.advance(len(rows), tokens=len(rows) * max_new_tokens)
 
     widths = [len(prompts[i]) + max_new_tokens for i in order]
-    try:
-        with torch.inference_mode():
-            mine = run_batches_on(lm.shard, widths, run, mine, max_rows=batch_size, max_tokens=batch_tokens,
-                                  what="prompt", tally=own_task)
-        for i, (out,) in mine.items():
-            results[i] = out
-    finally:
-        task.close()
+    mine = run_batches_on(lm.shard, widths, run, mine, max_rows=batch_size, max_tokens=batch_tokens, what="prompt",
+                          task=task, tally=own_task)
+    for i, (out,) in mine.items():
+        results[i] = out
     return results
 
 

@@ -20,7 +20,6 @@ from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 import numpy as np
-import torch
 
 from .. import metrics
 from .._progress import Progress, progress_or_null
@@ -95,14 +94,11 @@ def suffix_logprobs(lm: CausalLM, prefixes: Sequence[Sequence[int]], suffixes: S
         own_task.advance(len(rows))
 
     widths = [len(prefixes[i]) + len(suffixes[i]) for i in order]
-    try:
-        with torch.inference_mode():  # batches of batch_size pairs, longest first
-            mine = run_batches_on(lm.shard, widths, run, mine, max_rows=batch_size, max_tokens=None,
-                                  what="prefix and suffix", tally=own_task)
-        for i, (value,) in mine.items():
-            out[i] = float(value)
-    finally:
-        task.close()
+    # batches of batch_size pairs, longest first
+    mine = run_batches_on(lm.shard, widths, run, mine, max_rows=batch_size, max_tokens=None, what="prefix and suffix",
+                          task=task, tally=own_task)
+    for i, (value,) in mine.items():
+        out[i] = float(value)
     return out
 
 

@@ -145,6 +145,8 @@ class DemoResult:
 
 
 def _prepare_workdir(workdir: Path) -> None:
+    if workdir.exists() and not workdir.is_dir():
+        raise InputError(f"{workdir} is a file, not a folder: choose another --workdir")
     if workdir.exists() and any(workdir.iterdir()) and not (workdir / MARKER).exists():
         raise InputError(f"{workdir} is not empty and was not made by the demo: choose another --workdir")
     workdir.mkdir(parents=True, exist_ok=True)

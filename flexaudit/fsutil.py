@@ -7,8 +7,10 @@ Directories are built under a temporary sibling name and renamed into place when
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -51,6 +53,24 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes, *, mode: int | None
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def save_tensors(tensors: dict, path: str | os.PathLike, *, metadata: dict[str, str] | None = None) -> None:
+    """safetensors' save_file (into a staging directory: it writes in place), with its I/O failures (a full disk, a
+    read-only mount) raised as the OSError they are, so that they reach the user as one line about the file system
+    rather than as the library's own error type."""
+    from safetensors import SafetensorError
+    from safetensors.torch import save_file
+
+    try:
+        save_file(tensors, str(path), metadata=metadata)
+    except SafetensorError as exc:
+        # the Rust error's text ends in "(os error N)"; nothing else in the error carries the number
+        found = re.search(r"\(os error (\d+)\)", str(exc))
+        if found is None:
+            raise
+        code = int(found.group(1))
+        raise OSError(code, os.strerror(code) if code in errno.errorcode else str(exc), os.fspath(path)) from exc
 
 
 def canonical_json(obj: Any) -> str:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
+import re
 import sys
 import traceback
 from enum import Enum
@@ -147,6 +149,36 @@ def _user_error(exc: BaseException) -> bool:
     return isinstance(exc, FlexauditError) or (attack_errors is not None and isinstance(exc, attack_errors.AttackError))
 
 
+# What the file system says about a path the user chose (an --out under a file, a full disk, a read-only
+# mount): bad input the user can act on, not a bug. Missing files are not here: each input is checked, with a
+# message of its own, before it is read, so a missing one met later is a bug.
+_FILE_SYSTEM_HINTS = {
+    errno.ENOTDIR: "part of the path is a file, not a folder: choose another path",
+    errno.EISDIR: "it is a folder where a file is expected: give a file",
+    errno.EEXIST: "a file is in the way of a folder to be made: choose another path",
+    errno.EACCES: "choose a path you may write to, or change its permissions",
+    errno.EPERM: "choose a path you may write to, or change its permissions",
+    errno.EROFS: "choose a path on a writable file system",
+    errno.ENOSPC: "free some space or choose another path, then rerun",
+    errno.EDQUOT: "free some space or choose another path, then rerun",
+    errno.ENAMETOOLONG: "choose a shorter path",
+}
+
+
+def file_system_error(exc: BaseException) -> str | None:
+    """The one line for a file-system failure of the user's (see _FILE_SYSTEM_HINTS), else None: an OSError, or
+    the error of a library written in Rust (tokenizers) whose message ends in Rust's "(os error N)"."""
+    if isinstance(exc, OSError):
+        code, reason, filename = exc.errno, exc.strerror, exc.filename
+    else:
+        found = re.search(r"\(os error (\d+)\)\s*$", str(exc))
+        code, reason, filename = (int(found.group(1)), None, None) if found else (None, None, None)
+    if code not in _FILE_SYSTEM_HINTS:
+        return None
+    where = f"{os.fsdecode(filename)}: " if filename is not None else ""
+    return f"{where}{reason or os.strerror(code)} ({_FILE_SYSTEM_HINTS[code]})"
+
+
 def guarded(fn: Callable[[], T]) -> T:
     """Run a library call; turn a FlexauditError (or an attack's error) into its one line on stderr and its
     exit code."""
@@ -165,9 +197,14 @@ def guarded(fn: Callable[[], T]) -> T:
             elif getattr(exc, "raised_in_job", False) and not getattr(exc, "raised_on_rank0", False):
                 err.print(f"error (rank {RANK}): {exc.message}", markup=False)
             raise typer.Exit(exc.exit_code) from None
-        # a bug, not bad input: still one line (from every rank that met it), fail closed
         if os.environ.get("FLEXAUDIT_DEBUG"):
             traceback.print_exc()
+        found = file_system_error(exc)
+        if found is not None:
+            where = f" (rank {RANK})" if RANK else ""
+            err.print(f"error{where}: {found}", markup=False)
+            raise typer.Exit(2) from None
+        # a bug, not bad input: still one line (from every rank that met it), fail closed
         first = str(exc).splitlines()[0] if str(exc) else ""
         where = f" (rank {RANK})" if RANK else ""
         err.print(

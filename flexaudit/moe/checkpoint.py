@@ -14,10 +14,9 @@ from pathlib import Path
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
 
 from flexaudit.errors import InputError, IntegrityError
-from flexaudit.fsutil import atomic_write_json
+from flexaudit.fsutil import atomic_write_json, save_tensors
 from flexaudit.moe.model import FlexOlmo, ModelConfig
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
@@ -266,12 +265,12 @@ def write_hf_checkpoint(
         shards[-1][name] = tensors[name]
         size += nbytes
     if len(shards) == 1:
-        save_file(shards[0], str(directory / WEIGHTS), metadata={"format": "pt"})
+        save_tensors(shards[0], str(directory / WEIGHTS), metadata={"format": "pt"})
     else:
         weight_map = {}
         for i, shard in enumerate(shards, start=1):
             file = f"model-{i:05d}-of-{len(shards):05d}.safetensors"
-            save_file(shard, str(directory / file), metadata={"format": "pt"})
+            save_tensors(shard, str(directory / file), metadata={"format": "pt"})
             weight_map.update({name: file for name in shard})
         total = sum(t.numel() * t.element_size() for t in tensors.values())
         atomic_write_json(directory / INDEX, {"metadata": {"total_size": total}, "weight_map": weight_map})

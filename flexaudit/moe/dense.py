@@ -133,6 +133,7 @@ def train_dense_baseline(
         raise InputError(f"the expert's sequence length {settings.seq_len} exceeds the anchor's context")
     texts = member_texts(local_dir(expert_dir))
     identity = {"kind": "dense-baseline", "expert": package.root_digest, "anchor": anchor.root_digest}
+    local_dir(out).mkdir(parents=True, exist_ok=True)  # before training: an --out the file system refuses fails now
     model, result = fine_tune(anchor, texts, settings, checkpoint_dir=local_dir(out) / "checkpoints",
                               identity=identity, resume=resume, placement=placement, progress=progress,
                               description=f"dense baseline of {package.name}")

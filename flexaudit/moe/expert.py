@@ -21,11 +21,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 import torch
-from safetensors.torch import save_file
 
 from flexaudit.digest import file_digests, root_digest, root_digest_of
 from flexaudit.errors import InputError, IntegrityError
-from flexaudit.fsutil import atomic_write_json, staged_directory
+from flexaudit.fsutil import atomic_write_json, save_tensors, staged_directory
 from flexaudit.moe.anchor import Anchor
 from flexaudit.moe.checkpoint import read_hf_weights, read_json, read_safetensors, refuse_pickle
 from flexaudit.moe.model import FlexOlmo
@@ -168,7 +167,7 @@ def write_package(out: Path, tensors: dict[str, torch.Tensor], manifest: dict, *
     """Write the package in a staging directory; `before_publish(staged_dir)` runs when it is complete and
     before it becomes visible at `out` (an exception there publishes nothing)."""
     with staged_directory(out, replace=overwrite) as tmp:
-        save_file(tensors, str(tmp / WEIGHTS), metadata={"format": "flexaudit-expert"})
+        save_tensors(tensors, str(tmp / WEIGHTS), metadata={"format": "flexaudit-expert"})
         digests = file_digests(tmp)
         manifest = {
             **manifest,

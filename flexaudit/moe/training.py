@@ -31,10 +31,9 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
-from safetensors.torch import save_file
 
 from flexaudit.errors import InputError
-from flexaudit.fsutil import atomic_write_json, atomic_write_text, staged_directory
+from flexaudit.fsutil import atomic_write_json, atomic_write_text, save_tensors, staged_directory
 from flexaudit.moe import distributed
 from flexaudit.moe.device import CPU_FLOAT32, Placement
 from flexaudit.moe.distributed import SINGLE, World
@@ -229,7 +228,7 @@ class Checkpoints:
     def save(self, step: int, tensors: dict[str, torch.Tensor], meta: dict) -> None:
         name = f"step-{step:08d}"
         with staged_directory(self.directory / name, replace=True) as tmp:
-            save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp / "state.safetensors"))
+            save_tensors({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp / "state.safetensors"))
             _fault_point(f"checkpoint-write:{step}")
             atomic_write_json(tmp / "meta.json", meta)
         _fault_point(f"checkpoint-publish:{step}")

@@ -147,6 +147,9 @@ def train_expert(
     key = bytes.fromhex(world.on_main(lambda: owner_key(home).hex()))
     fingerprint = dataset_fingerprint(docs, key)
     local = local_dir(out)
+    # the owner's folder before training and the ledger, not at the first checkpoint: an --out the file system
+    # refuses (a file in its path, a read-only disk) fails before any work
+    world.on_main(lambda: local.mkdir(parents=True, exist_ok=True))
 
     canaries = plant_canaries(options, key=key, name=name)
     training_texts = [d.text for d in split.members] + [c.text for c in canaries if c.included for _ in range(options.canary_repeats)]

@@ -183,6 +183,58 @@ def test_demo_workdir_rules(tmp_path):
     assert (own / MARKER).exists() and not (own / "audits").exists()
 
 
+def test_paths_the_file_system_refuses_get_one_line_not_internal_error(tiny_anchor, clinical_expert, tmp_path,
+                                                                       corpus_dir):
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("keep me")
+    result = invoke("demo", "--quick", "--workdir", a_file)
+    assert result.exit_code == 2 and "is a file, not a folder" in one_error_line(result)
+    # an output under a file: the operating system's refusal, said as such and before any training, for every
+    # command that writes
+    under = a_file / "out"
+    not_a_folder = f"{a_file}/out"  # the folder to make, or its owner-side sibling out.local
+    for args, expected in (
+        (("anchor", "train", "--corpus", corpus_dir / "public.jsonl", "--preset", "tiny", "--out", under), not_a_folder),
+        (("expert", "train", "--anchor", tiny_anchor, "--data", corpus_dir / "finance.jsonl", "--name", "x",
+          "--out", under), not_a_folder),
+        (("baseline", "dense", clinical_expert, "--anchor", tiny_anchor, "--out", under), not_a_folder),
+        (("merge", clinical_expert, "--anchor", tiny_anchor, "--out", under), f"{a_file}: File exists (a file is in"),
+        (("demo", "--quick", "--workdir", under), not_a_folder),
+    ):
+        result = invoke(*args)
+        line = one_error_line(result)
+        assert result.exit_code == 2 and expected in line and "internal error" not in line, (args[:2], line)
+        assert "Not a directory (part of the path is a file" in line or "File exists" in line, line
+        assert "expert x" not in result.output and "anchor ━" not in result.output  # refused before training
+    assert a_file.read_text() == "keep me"
+
+
+def test_file_system_errors_are_told_apart_from_bugs(tmp_path):
+    import errno
+
+    from safetensors import safe_open
+
+    from flexaudit.cli._common import file_system_error
+    from flexaudit.fsutil import save_tensors
+
+    assert file_system_error(OSError(errno.ENOSPC, "No space left on device")).startswith("No space left on device (free")
+    assert file_system_error(PermissionError(errno.EACCES, "Permission denied", "/srv/out")).startswith(
+        "/srv/out: Permission denied (choose a path you may write to")
+    # Rust libraries (tokenizers) raise their own type with the OS error's number at the end of the message
+    assert "Read-only file system (choose a path on a writable" in file_system_error(
+        Exception("Read-only file system (os error 30)"))
+    # a file the program itself expected to find is a bug, and stays one
+    assert file_system_error(FileNotFoundError(errno.ENOENT, "No such file or directory", "x")) is None
+    assert file_system_error(ValueError("shape mismatch")) is None
+    # safetensors' I/O failures come out as the OSError they are, naming the file
+    with pytest.raises(FileNotFoundError) as failed:
+        save_tensors({"w": torch.zeros(2)}, tmp_path / "missing" / "w.safetensors")
+    assert failed.value.filename == str(tmp_path / "missing" / "w.safetensors")
+    save_tensors({"w": torch.ones(2)}, tmp_path / "w.safetensors", metadata={"format": "pt"})
+    with safe_open(tmp_path / "w.safetensors", "pt") as f:
+        assert f.metadata() == {"format": "pt"} and f.get_tensor("w").tolist() == [1.0, 1.0]
+
+
 def test_demo_unknown_preset_touches_nothing(tmp_path):
     from flexaudit.demo import run_demo
     from flexaudit.errors import InputError

@@ -79,8 +79,20 @@ class AuditOptions:
     pool_experts: tuple[Path, ...] | None = None
 
     def __post_init__(self) -> None:
-        if self.canary_references < 1:
-            raise InputError(f"--canary-references must be at least 1, got {self.canary_references}")
+        """Refuse counts no audit could use, before anything is loaded (flags of `flexaudit audit` by their names)."""
+        flags = ("max_documents", "extraction_documents", "canary_references", "batch_tokens")
+        at_least = {"max_documents": 1, "extraction_documents": 1, "canary_references": 1, "batch_tokens": 1,
+                    "prefix_len": 1, "suffix_len": 1, "samples_per_prefix": 1, "pii_prompts": 0, "pii_trials": 0,
+                    "pii_candidates": 1, "batch_size": 1}
+        for name, low in at_least.items():
+            if getattr(self, name) < low:
+                what = f"--{name.replace('_', '-')}" if name in flags else f"AuditOptions.{name}"
+                raise InputError(f"{what} must be at least {low}, got {getattr(self, name)}")
+        if self.sampled_window is not None and self.sampled_window <= self.prefix_len:
+            raise InputError(f"AuditOptions.sampled_window ({self.sampled_window} tokens) must be longer than the "
+                             f"prefix ({self.prefix_len})")
+        if not 0 < self.trace_min_match <= 1:
+            raise InputError(f"AuditOptions.trace_min_match must be in (0, 1], got {self.trace_min_match}")
 
 
 class ExtractionTracer(Protocol):

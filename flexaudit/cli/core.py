@@ -152,8 +152,6 @@ def expert_train(
     def run():
         if not dp and (target_epsilon is not None or noise_multiplier is not None):
             raise InputError("--target-epsilon and --noise-multiplier need --dp")
-        if canaries < 0 or canary_repeats < 1:
-            raise InputError("--canaries must be at least 0 and --canary-repeats at least 1")
         dp_options = DPOptions(
             target_epsilon=target_epsilon, noise_multiplier=noise_multiplier, delta=delta, max_grad_norm=max_grad_norm,
             unit=privacy_unit.value, accountant=accountant.value, budget=budget,

@@ -54,7 +54,10 @@ def perplexity(
 ) -> DomainScore:
     """Perplexity of `texts` under `model` (on its device). Batches hold at most `batch_size` windows and
     `batch_tokens` padded tokens; a batch that runs out of memory is retried in halves, and only a single
-    window that does not fit raises (InputError)."""
+    window that does not fit raises (InputError), as do a batch size or token budget under 1."""
+    for flag, value in (("--batch-size", batch_size), ("--batch-tokens", batch_tokens)):
+        if value < 1:
+            raise InputError(f"{flag} must be at least 1, got {value}")
     width = seq_len or model.config.max_seq_len
     windows = [w for ids in encode_documents(tokenizer, texts) for w in _windows(ids, width)]
     windows.sort(key=len)  # similar lengths together: less padding

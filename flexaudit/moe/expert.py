@@ -16,6 +16,7 @@ accounted in the privacy ledger, is flexaudit.privacy.expert_training.train_expe
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
@@ -64,6 +65,23 @@ class ExpertOptions:
     canaries: int = 0  # canaries generated for audits; each planted with probability 1/2
     canary_repeats: int = 1
     owner: str = "local"  # the owner's name in its privacy ledger
+
+    def __post_init__(self) -> None:
+        """Refuse settings no run could use, before anything is loaded (the command line's flags share the names)."""
+        at_least = {"steps": 1, "batch_size": 1, "warmup_steps": 0, "public_rows": 1, "checkpoint_every": 1,
+                    "canaries": 0, "canary_repeats": 1}
+        library_only = ("warmup_steps", "public_rows")  # no flag of `flexaudit expert train`
+        for name, low in at_least.items():
+            if getattr(self, name) < low:
+                what = f"ExpertOptions.{name}" if name in library_only else f"--{name.replace('_', '-')}"
+                raise InputError(f"{what} must be at least {low}, got {getattr(self, name)}")
+        if self.seq_len is not None and self.seq_len < 1:
+            raise InputError(f"--seq-len must be at least 1, got {self.seq_len}")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise InputError(f"--lr must be a positive number, got {self.lr}")
+        if not (math.isfinite(self.anchor_weight) and self.anchor_weight >= 0):
+            # a negative weight would push the expert away from the public expert on public text
+            raise InputError(f"--anchor-weight must be a number of at least 0, got {self.anchor_weight}")
 
     def settings(self, anchor_seq_len: int) -> TrainSettings:
         seq_len = self.seq_len or anchor_seq_len
@@ -260,6 +278,8 @@ def compose(anchor: Anchor, packages: list[ExpertPackage], *, top_k: int | None 
         raise InputError(f"expert name {duplicates[0]!r} appears twice: every merged expert needs its own name")
     n = 1 + len(packages)
     k = min(n, top_k or DEFAULT_TOP_K)
+    if top_k is not None and top_k < 1:
+        raise InputError(f"--top-k must be at least 1, got {top_k}")
     if top_k is not None and top_k > n:
         raise InputError(f"--top-k {top_k} exceeds the {n} experts being merged (the public one included)")
     cfg = anchor.config.replace(num_experts=n, top_k=k, router_bias=False)

@@ -129,6 +129,8 @@ def build_index(
     leaves nothing). With hashes_only, the index keeps keyed hashes instead of document ids. `home` holds the
     owner's secret key (default $FLEXAUDIT_HOME)."""
     out = Path(out)
+    if threads is not None and threads < 1:  # 0 would otherwise mean the default in silence
+        raise InputError(f"--threads must be at least 1, got {threads}")
     _refuse_shared_location(out)
     if out.exists() and not overwrite:
         raise InputError(f"{out} already exists: choose another --out or pass --force to replace it")

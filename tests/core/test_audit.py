@@ -195,3 +195,28 @@ def test_canary_references_must_be_positive(tiny_anchor, clinical_expert, tmp_pa
     result = invoke("audit", clinical_expert, "--anchor", tiny_anchor, "--out", tmp_path / "a", "--canary-references", 0)
     assert result.exit_code == 2 and "--canary-references must be at least 1" in one_error_line(result)
     assert not (tmp_path / "a").exists()
+
+
+@pytest.mark.parametrize("flag,value", [("--max-documents", "0"), ("--extraction-documents", "-1"),
+                                        ("--batch-tokens", "0"), ("--canary-references", "0")])
+def test_counts_no_audit_could_use_are_one_line_before_anything_is_loaded(tiny_anchor, clinical_expert, tmp_path,
+                                                                          flag, value):
+    result = invoke("audit", clinical_expert, "--anchor", tiny_anchor, "--out", tmp_path / "a", flag, value)
+    assert result.exit_code == 2 and f"{flag} must be at least 1, got {value}" in one_error_line(result)
+    assert not (tmp_path / "a").exists()
+
+
+@pytest.mark.parametrize("changes,fragment", [
+    ({"samples_per_prefix": 0}, "AuditOptions.samples_per_prefix must be at least 1"),
+    ({"pii_prompts": -1}, "AuditOptions.pii_prompts must be at least 0"),
+    ({"suffix_len": 0}, "AuditOptions.suffix_len must be at least 1"),
+    ({"sampled_window": 32}, "AuditOptions.sampled_window (32 tokens) must be longer than the prefix (32)"),
+    ({"trace_min_match": 0.0}, "AuditOptions.trace_min_match must be in (0, 1]"),
+])
+def test_audit_options_no_run_could_use_are_refused(changes, fragment):
+    import re
+
+    from flexaudit.errors import InputError
+
+    with pytest.raises(InputError, match=re.escape(fragment)):
+        AuditOptions(**changes)

@@ -78,6 +78,21 @@ def test_usage_errors(tiny_anchor, tmp_path):
     assert result.exit_code == 2 and "invalid expert name" in one_error_line(result)
     result = invoke("anchor", "train", "--corpus", "builtin:public", "--out", tiny_anchor)
     assert result.exit_code == 2 and "already exists" in one_error_line(result)
+    for flag, value in (("--anchor-weight", "-1"), ("--canary-repeats", "0"), ("--steps", "0")):
+        result = invoke("expert", "train", "--anchor", tiny_anchor, "--data", "builtin:finance", "--name", "x",
+                        "--out", tmp_path / "o", flag, value)
+        assert result.exit_code == 2 and f"{flag} must be" in one_error_line(result)
+        assert not (tmp_path / "o").exists() and not (tmp_path / "o.local").exists()
+
+
+def test_counts_no_run_could_use_are_one_line(tiny_anchor, clinical_expert, tmp_path, corpus_dir):
+    result = invoke("merge", clinical_expert, "--anchor", tiny_anchor, "--out", tmp_path / "pool", "--top-k", "0")
+    assert result.exit_code == 2 and "--top-k must be at least 1, got 0" in one_error_line(result)
+    assert not (tmp_path / "pool").exists()  # not the default top-k in silence
+    for flag in ("--batch-size", "--batch-tokens"):
+        result = invoke("eval", clinical_expert, "--anchor", tiny_anchor, "--data",
+                        f"finance={corpus_dir / 'finance.jsonl'}", flag, "0")
+        assert result.exit_code == 2 and f"{flag} must be at least 1, got 0" in one_error_line(result)
 
 
 def _olmo2_checkpoint(path, tokenizer_dir):

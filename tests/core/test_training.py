@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from safetensors.torch import load_file
 
@@ -75,3 +77,20 @@ def test_resume_refuses_other_settings(tmp_path, tiny_anchor, corpus_dir):
         train_expert(anchor_dir=tiny_anchor, data=corpus_dir / "clinical.jsonl", name="clinical", out=out,
                      options=ExpertOptions(steps=9, batch_size=4, checkpoint_every=3, lr=1e-3), resume=True,
                      home=tmp_path / "home")
+
+
+@pytest.mark.parametrize("changes,fragment", [
+    ({"public_rows": 0}, "ExpertOptions.public_rows must be at least 1"),
+    ({"anchor_weight": -1.0}, "--anchor-weight must be a number of at least 0"),
+    ({"anchor_weight": float("nan")}, "--anchor-weight must be a number of at least 0"),
+    ({"canaries": 4, "canary_repeats": 0}, "--canary-repeats must be at least 1"),
+    ({"seq_len": 0}, "--seq-len must be at least 1"),
+    ({"warmup_steps": -3}, "ExpertOptions.warmup_steps must be at least 0"),
+    ({"lr": float("inf")}, "--lr must be a positive number"),
+])
+def test_expert_options_no_run_could_use_are_refused_before_anything_is_loaded(changes, fragment):
+    from flexaudit.errors import InputError
+    from flexaudit.moe.expert import ExpertOptions
+
+    with pytest.raises(InputError, match=re.escape(fragment)):
+        ExpertOptions(steps=2, **changes)

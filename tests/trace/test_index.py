@@ -96,6 +96,7 @@ def test_index_cli_and_bad_inputs(tmp_path, records, overfit_anchor, clinical_ex
         (("--data", tmp_path / "missing.jsonl", "--anchor", overfit_anchor), "data not found"),
         (("--data", bad_bytes, "--anchor", overfit_anchor), "not valid UTF-8"),
         (("--data", records, "--anchor", tmp_path / "no-anchor"), "anchor directory not found"),
+        (("--data", records, "--anchor", overfit_anchor, "--threads", "0"), "--threads must be at least 1, got 0"),
     ]
     for args, fragment in cases:
         result = invoke("trace", "index", *args, "--out", tmp_path / "new")

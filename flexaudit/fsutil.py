@@ -55,6 +55,20 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
+def check_can_create(path: str | os.PathLike) -> None:
+    """Raise the OSError that making the folder `path` (and its missing parents) would meet where the path holds a
+    file or a folder this process may not write, without making anything: for a command to fail at once on an
+    output it could only write after hours of work. A full disk shows only when written to."""
+    path = Path(path)
+    probe = path
+    while not probe.exists() and probe.parent != probe:
+        probe = probe.parent
+    if not probe.is_dir():
+        raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), os.fspath(probe))
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), os.fspath(probe))
+
+
 def save_tensors(tensors: dict, path: str | os.PathLike, *, metadata: dict[str, str] | None = None) -> None:
     """safetensors' save_file (into a staging directory: it writes in place), with its I/O failures (a full disk, a
     read-only mount) raised as the OSError they are, so that they reach the user as one line about the file system

@@ -26,7 +26,7 @@ from typing import Callable
 from flexaudit.data import load_documents
 from flexaudit.digest import root_digest
 from flexaudit.errors import InputError, IntegrityError
-from flexaudit.fsutil import atomic_write_json, staged_directory
+from flexaudit.fsutil import atomic_write_json, check_can_create, staged_directory
 from flexaudit.moe.anchor import Anchor, load_anchor, local_dir
 from flexaudit.moe.checkpoint import read_json, write_hf_checkpoint
 from flexaudit.moe.device import CPU_FLOAT32, Placement
@@ -133,7 +133,7 @@ def train_dense_baseline(
         raise InputError(f"the expert's sequence length {settings.seq_len} exceeds the anchor's context")
     texts = member_texts(local_dir(expert_dir))
     identity = {"kind": "dense-baseline", "expert": package.root_digest, "anchor": anchor.root_digest}
-    local_dir(out).mkdir(parents=True, exist_ok=True)  # before training: an --out the file system refuses fails now
+    check_can_create(local_dir(out))  # before training: an --out the file system refuses fails now
     model, result = fine_tune(anchor, texts, settings, checkpoint_dir=local_dir(out) / "checkpoints",
                               identity=identity, resume=resume, placement=placement, progress=progress,
                               description=f"dense baseline of {package.name}")

@@ -20,7 +20,7 @@ from flexaudit.data import Document, load_documents
 from flexaudit.data.split import dataset_fingerprint, owner_home, owner_key, split_documents
 from flexaudit.digest import root_digest, text_sha256
 from flexaudit.errors import InputError
-from flexaudit.fsutil import atomic_write_json, atomic_write_text
+from flexaudit.fsutil import atomic_write_json, atomic_write_text, check_can_create
 from flexaudit.moe import distributed
 from flexaudit.moe.anchor import Anchor, load_anchor, local_dir, software_versions
 from flexaudit.moe.checkpoint import read_json
@@ -147,9 +147,9 @@ def train_expert(
     key = bytes.fromhex(world.on_main(lambda: owner_key(home).hex()))
     fingerprint = dataset_fingerprint(docs, key)
     local = local_dir(out)
-    # the owner's folder before training and the ledger, not at the first checkpoint: an --out the file system
-    # refuses (a file in its path, a read-only disk) fails before any work
-    world.on_main(lambda: local.mkdir(parents=True, exist_ok=True))
+    # before training and the ledger, not at the first checkpoint: an --out the file system refuses (a file in its
+    # path, a folder this process may not write) fails before any work
+    world.on_main(lambda: check_can_create(local))
 
     canaries = plant_canaries(options, key=key, name=name)
     training_texts = [d.text for d in split.members] + [c.text for c in canaries if c.included for _ in range(options.canary_repeats)]

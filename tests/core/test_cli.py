@@ -206,8 +206,7 @@ def test_paths_the_file_system_refuses_get_one_line_not_internal_error(tiny_anch
     assert result.exit_code == 2 and "is a file, not a folder" in one_error_line(result)
     # an output under a file: the operating system's refusal, said as such and before any training, for every
     # command that writes
-    under = a_file / "out"
-    not_a_folder = f"{a_file}/out"  # the folder to make, or its owner-side sibling out.local
+    under, not_a_folder = a_file / "out", f"{a_file}"
     for args, expected in (
         (("anchor", "train", "--corpus", corpus_dir / "public.jsonl", "--preset", "tiny", "--out", under), not_a_folder),
         (("expert", "train", "--anchor", tiny_anchor, "--data", corpus_dir / "finance.jsonl", "--name", "x",
@@ -230,7 +229,7 @@ def test_file_system_errors_are_told_apart_from_bugs(tmp_path):
     from safetensors import safe_open
 
     from flexaudit.cli._common import file_system_error
-    from flexaudit.fsutil import save_tensors
+    from flexaudit.fsutil import check_can_create, save_tensors
 
     assert file_system_error(OSError(errno.ENOSPC, "No space left on device")).startswith("No space left on device (free")
     assert file_system_error(PermissionError(errno.EACCES, "Permission denied", "/srv/out")).startswith(
@@ -241,6 +240,14 @@ def test_file_system_errors_are_told_apart_from_bugs(tmp_path):
     # a file the program itself expected to find is a bug, and stays one
     assert file_system_error(FileNotFoundError(errno.ENOENT, "No such file or directory", "x")) is None
     assert file_system_error(ValueError("shape mismatch")) is None
+    # a training command's check before it trains: the file in the way is named, and nothing is made
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("keep me")
+    with pytest.raises(NotADirectoryError) as refused:
+        check_can_create(a_file / "expert.local")
+    assert refused.value.filename == str(a_file)
+    check_can_create(tmp_path / "new" / "deeper" / "expert.local")
+    assert not (tmp_path / "new").exists()
     # safetensors' I/O failures come out as the OSError they are, naming the file
     with pytest.raises(FileNotFoundError) as failed:
         save_tensors({"w": torch.zeros(2)}, tmp_path / "missing" / "w.safetensors")

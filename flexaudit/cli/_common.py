@@ -165,16 +165,19 @@ _FILE_SYSTEM_HINTS = {
 }
 
 
-def file_system_error(exc: BaseException) -> str | None:
+def file_system_error(exc: BaseException, *, path: str | os.PathLike | None = None) -> str | None:
     """The one line for a file-system failure of the user's (see _FILE_SYSTEM_HINTS), else None: an OSError, or
-    the error of a library written in Rust (tokenizers) whose message ends in Rust's "(os error N)"."""
+    the error of a library written in Rust (tokenizers) whose message ends in Rust's "(os error N)". It names
+    `path` if given, else the error's: of a rename (an atomic write's last step), the destination."""
     if isinstance(exc, OSError):
-        code, reason, filename = exc.errno, exc.strerror, exc.filename
+        code, reason = exc.errno, exc.strerror
+        filename = exc.filename2 if exc.filename2 is not None else exc.filename
     else:
         found = re.search(r"\(os error (\d+)\)\s*$", str(exc))
         code, reason, filename = (int(found.group(1)), None, None) if found else (None, None, None)
     if code not in _FILE_SYSTEM_HINTS:
         return None
+    filename = path if path is not None else filename
     where = f"{os.fsdecode(filename)}: " if filename is not None else ""
     return f"{where}{reason or os.strerror(code)} ({_FILE_SYSTEM_HINTS[code]})"
 

@@ -27,13 +27,15 @@ def _say(text: str) -> None:
 
 
 def _write(path: Path, text: str) -> None:
+    from flexaudit.cli._common import file_system_error
     from flexaudit.errors import InputError
     from flexaudit.fsutil import atomic_write_text
 
     try:
         atomic_write_text(path, text)
     except OSError as exc:
-        raise InputError(f"cannot write {path}: {exc.strerror}") from None
+        found = file_system_error(exc, path=path)
+        raise InputError(f"cannot write {found}" if found else f"cannot write {path}: {exc.strerror}") from None
 
 
 # ---------------------------------------------------------------------------------------------- report

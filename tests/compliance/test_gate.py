@@ -41,6 +41,19 @@ def test_clean_expert_passes_exit_0(make_audit, tmp_path):
     assert (tmp_path / "g.md").read_text().startswith("### flexaudit gate: PASS")
 
 
+def test_outputs_the_file_system_refuses_exit_2_naming_the_output(make_audit, tmp_path):
+    a = make_audit("clinical")
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("keep me")
+    result = invoke("gate", a.audit, "--sarif", a_file / "r.sarif")
+    assert result.exit_code == 2
+    assert f"cannot write {a_file / 'r.sarif'}: File exists (a file is in the way" in one_error_line(result)
+    result = invoke("gate", a.audit, "--json", tmp_path)  # a folder: not its atomic write's temporary name
+    assert result.exit_code == 2 and one_error_line(result).endswith(
+        f"cannot write {tmp_path}: Is a directory (it is a folder where a file is expected: give a file)")
+    assert a_file.read_text() == "keep me"
+
+
 def test_leaky_expert_fails_exit_1(make_audit):
     a = make_audit("leaky", leaky=True)
     result = invoke("gate", a.audit)

@@ -162,6 +162,8 @@ def load_policy(path: str | Path | None = None) -> Policy:
     if path is None:
         return default_policy()
     path = Path(path)
+    if path.is_dir():
+        raise InputError(f"{path} is a folder, not a policy file: give the policy's .toml file")
     if not path.is_file():
         raise InputError(f"policy file not found: {path} (write one with `flexaudit policy init --out {path}`)")
     try:

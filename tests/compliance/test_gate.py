@@ -41,13 +41,15 @@ def test_clean_expert_passes_exit_0(make_audit, tmp_path):
     assert (tmp_path / "g.md").read_text().startswith("### flexaudit gate: PASS")
 
 
-def test_outputs_the_file_system_refuses_exit_2_naming_the_output(make_audit, tmp_path):
+def test_paths_the_file_system_refuses_exit_2_naming_them(make_audit, tmp_path):
     a = make_audit("clinical")
     a_file = tmp_path / "notes.txt"
     a_file.write_text("keep me")
     result = invoke("gate", a.audit, "--sarif", a_file / "r.sarif")
     assert result.exit_code == 2
     assert f"cannot write {a_file / 'r.sarif'}: File exists (a file is in the way" in one_error_line(result)
+    result = invoke("gate", a.audit, "--policy", tmp_path)
+    assert result.exit_code == 2 and "is a folder, not a policy file" in one_error_line(result)
     result = invoke("gate", a.audit, "--json", tmp_path)  # a folder: not its atomic write's temporary name
     assert result.exit_code == 2 and one_error_line(result).endswith(
         f"cannot write {tmp_path}: Is a directory (it is a folder where a file is expected: give a file)")

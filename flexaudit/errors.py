@@ -49,3 +49,13 @@ class PolicyViolation(FlexauditError):
     """A policy says no: a gate failed or a privacy budget would be exceeded."""
 
     exit_code = 1
+
+
+def require_at_least(options: object, bounds: dict[str, int], *, flags: tuple[str, ...]) -> None:
+    """Raise InputError for the first field of `options` under its bound in `bounds`, naming it as its command-line
+    flag (`--max-documents`) where it is one of `flags`, else as Class.field (a setting of the library alone)."""
+    for name, low in bounds.items():
+        value = getattr(options, name)
+        if value < low:
+            what = f"--{name.replace('_', '-')}" if name in flags else f"{type(options).__name__}.{name}"
+            raise InputError(f"{what} must be at least {low}, got {value}")

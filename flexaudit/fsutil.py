@@ -79,7 +79,7 @@ def save_tensors(tensors: dict, path: str | os.PathLike, *, metadata: dict[str, 
     try:
         save_file(tensors, str(path), metadata=metadata)
     except SafetensorError as exc:
-        # the Rust error's text ends in "(os error N)"; nothing else in the error carries the number
+        # the Rust error's text holds "(os error N)"; nothing else in the error carries the number
         found = re.search(r"\(os error (\d+)\)", str(exc))
         if found is None:
             raise

@@ -33,7 +33,7 @@ from typing import Any, Protocol
 from flexaudit.audit.personal_data import NOT_SEARCHED, find_personal_data, inference_trials
 from flexaudit.data import load_documents
 from flexaudit.data.split import owner_home, owner_key
-from flexaudit.errors import InputError, IntegrityError
+from flexaudit.errors import InputError, IntegrityError, require_at_least
 from flexaudit.moe import distributed
 from flexaudit.moe.anchor import load_anchor, local_dir
 from flexaudit.moe.device import CPU_FLOAT32, Placement, dtype_name
@@ -80,14 +80,10 @@ class AuditOptions:
 
     def __post_init__(self) -> None:
         """Refuse counts no audit could use, before anything is loaded (flags of `flexaudit audit` by their names)."""
-        flags = ("max_documents", "extraction_documents", "canary_references", "batch_tokens")
-        at_least = {"max_documents": 1, "extraction_documents": 1, "canary_references": 1, "batch_tokens": 1,
-                    "prefix_len": 1, "suffix_len": 1, "samples_per_prefix": 1, "pii_prompts": 0, "pii_trials": 0,
-                    "pii_candidates": 1, "batch_size": 1}
-        for name, low in at_least.items():
-            if getattr(self, name) < low:
-                what = f"--{name.replace('_', '-')}" if name in flags else f"AuditOptions.{name}"
-                raise InputError(f"{what} must be at least {low}, got {getattr(self, name)}")
+        require_at_least(self, {"max_documents": 1, "extraction_documents": 1, "canary_references": 1,
+                                "batch_tokens": 1, "prefix_len": 1, "suffix_len": 1, "samples_per_prefix": 1,
+                                "pii_prompts": 0, "pii_trials": 0, "pii_candidates": 1, "batch_size": 1},
+                         flags=("max_documents", "extraction_documents", "canary_references", "batch_tokens"))
         if self.sampled_window is not None and self.sampled_window <= self.prefix_len:
             raise InputError(f"AuditOptions.sampled_window ({self.sampled_window} tokens) must be longer than the "
                              f"prefix ({self.prefix_len})")

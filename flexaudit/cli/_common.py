@@ -193,6 +193,7 @@ def guarded(fn: Callable[[], T]) -> T:
     except (typer.Exit, typer.Abort):
         raise
     except Exception as exc:
+        where = f" (rank {RANK})" if RANK else ""
         if _user_error(exc):
             # under torchrun: rank 0 says it; another rank only what happened to it alone
             if RANK == 0:
@@ -204,12 +205,10 @@ def guarded(fn: Callable[[], T]) -> T:
             traceback.print_exc()
         found = file_system_error(exc)
         if found is not None:
-            where = f" (rank {RANK})" if RANK else ""
             err.print(f"error{where}: {found}", markup=False)
             raise typer.Exit(2) from None
         # a bug, not bad input: still one line (from every rank that met it), fail closed
         first = str(exc).splitlines()[0] if str(exc) else ""
-        where = f" (rank {RANK})" if RANK else ""
         err.print(
             f"internal error{where}: {type(exc).__name__}: {first} (a bug; rerun with FLEXAUDIT_DEBUG=1 for the traceback)",
             markup=False,

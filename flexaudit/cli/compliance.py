@@ -14,7 +14,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from flexaudit.cli._common import err, guarded, out, print_json
+from flexaudit.cli._common import err, file_system_error, guarded, out, print_json
 
 policy_app = typer.Typer(help="Write and check privacy policies for the gate.", no_args_is_help=True)
 pool_app = typer.Typer(help="The expert pool: admit audited experts, revoke them, verify the log (`merge --pool` builds a model from it).",
@@ -27,7 +27,6 @@ def _say(text: str) -> None:
 
 
 def _write(path: Path, text: str) -> None:
-    from flexaudit.cli._common import file_system_error
     from flexaudit.errors import InputError
     from flexaudit.fsutil import atomic_write_text
 

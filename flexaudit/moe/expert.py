@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Callable
 import torch
 
 from flexaudit.digest import file_digests, root_digest, root_digest_of
-from flexaudit.errors import InputError, IntegrityError
+from flexaudit.errors import InputError, IntegrityError, require_at_least
 from flexaudit.fsutil import atomic_write_json, save_tensors, staged_directory
 from flexaudit.moe.anchor import Anchor
 from flexaudit.moe.checkpoint import read_hf_weights, read_json, read_safetensors, refuse_pickle
@@ -68,13 +68,9 @@ class ExpertOptions:
 
     def __post_init__(self) -> None:
         """Refuse settings no run could use, before anything is loaded (the command line's flags share the names)."""
-        at_least = {"steps": 1, "batch_size": 1, "warmup_steps": 0, "public_rows": 1, "checkpoint_every": 1,
-                    "canaries": 0, "canary_repeats": 1}
-        library_only = ("warmup_steps", "public_rows")  # no flag of `flexaudit expert train`
-        for name, low in at_least.items():
-            if getattr(self, name) < low:
-                what = f"ExpertOptions.{name}" if name in library_only else f"--{name.replace('_', '-')}"
-                raise InputError(f"{what} must be at least {low}, got {getattr(self, name)}")
+        require_at_least(self, {"steps": 1, "batch_size": 1, "warmup_steps": 0, "public_rows": 1, "checkpoint_every": 1,
+                                "canaries": 0, "canary_repeats": 1},
+                         flags=("steps", "batch_size", "checkpoint_every", "canaries", "canary_repeats"))
         if self.seq_len is not None and self.seq_len < 1:
             raise InputError(f"--seq-len must be at least 1, got {self.seq_len}")
         if not (math.isfinite(self.lr) and self.lr > 0):

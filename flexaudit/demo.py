@@ -94,9 +94,12 @@ class DemoPlan:
     def quick(cls) -> "DemoPlan":
         # A longer-trained anchor and shorter experts: the experts learn on what the anchor's frozen attention
         # and embeddings already tell apart (measured on this demo: the clinical and finance experts 50 steps on
-        # a 250-step anchor 2.63x and 2.47x better than it, 100 steps on a 150-step anchor 2.01x and 2.23x)
+        # a 250-step anchor 2.63x and 2.47x better than it, 100 steps on a 150-step anchor 2.01x and 2.23x).
+        # The careless owner: 150 steps leave its dense fine-tune as clearly above the anchor as 200 did (sampled
+        # 9 of 33, personal data inferred 0.72 [0.60, 0.81] against the anchor's 0.30 [0.20, 0.41]); 100 did not
+        # (sampled 2 of 33, inferred 0.48 [0.37, 0.60])
         return cls(preset="mini", documents=600, expert_steps=50, anchor_steps=250, dp_steps=15, dp_batch=16,
-                   eval_documents=30, audit_documents=40, audit_extraction=40, audit_samples=2, leaky_steps=200,
+                   eval_documents=30, audit_documents=40, audit_extraction=40, audit_samples=2, leaky_steps=150,
                    policy="quick")
 
 
@@ -275,25 +278,28 @@ def run_demo(
                      router_init=plan.router_init, overwrite=True, placement=placement, progress=progress)
         t = lap("anchor", t)
 
-        # 3-4. one expert per owner, each with its own private state; clinical also with DP; a careless owner;
-        # and each offering owner's dense baseline (the extraction table's comparison; never shared)
-        experts, dense, trained = _train_owners(work, workdir, plan, anchor_dir, data, public_data, placement, progress)
+        # 3-5. one expert per owner, each with its own private state; clinical also with DP; a careless owner;
+        # each offering owner's dense baseline (the extraction table's comparison; never shared); and each
+        # expert's audit, report and gate decision, started as soon as the models it reads exist
+        from flexaudit.pool import init_pool
+
+        experts, dense = _submit_owners(work, workdir, plan, anchor_dir, data, public_data, placement, progress)
+        policy_path = _policy_file(workdir, plan)
+        registry = workdir / "pool-registry"
+        init_pool(registry, policy_path=policy_path, anchor_dir=anchor_dir)
+        audit = _submit_audits(work, workdir, plan, anchor_dir, experts, list(OFFERED), dense, policy_path,
+                               placement, waits=lambda name: (name, *([f"dense {name}"] if name in dense else [])))
+        trained = _trained(work, experts, dense)
         t = lap("experts", t)
 
-        # 5. audits, reports and the gate; the pool admits, in turn, only experts whose audit passes. The models
-        # of step 7 that do not wait for the pool are evaluated when the audits leave a worker free.
-        policy_path = _policy_file(workdir, plan)
+        # 5. the pool admits, in turn, only experts whose audit passes. The models of step 7 that do not wait
+        # for the pool are evaluated when the audits leave a worker free.
         holdout = _holdout_texts(plan, anchor_dir, experts, domains)
         alone = _models_alone(experts)
-
-        def evaluate_alone() -> None:
-            progress.note(f"[7/{STEPS}] evaluating the anchor and each expert alone on {len(domains)} held-out "
-                          "domains, beside the audits")
-            _submit_evaluations(work, alone, anchor_dir, holdout, placement)
-
-        registry, audits, pool_record = _apply(work, workdir, plan, anchor_dir, experts, list(OFFERED), dense, policy_path,
-                                               placement, progress, while_auditing=evaluate_alone)
-        audits = {name: audits[name] for name in [*EXPERT_DOMAINS, DP_EXPERT, LEAKY]}
+        progress.note(f"[7/{STEPS}] evaluating the anchor and each expert alone on {len(domains)} held-out "
+                      "domains, beside the audits")
+        _submit_evaluations(work, alone, anchor_dir, holdout, placement)
+        audits, pool_record = _admit(work, workdir, registry, experts, list(OFFERED), audit, progress)
         t = lap("audits", t)
 
         # 6. merge the admitted experts
@@ -314,6 +320,8 @@ def run_demo(
         progress.note(f"[7/{STEPS}] evaluating the merged pool and each opt-out on {len(domains)} held-out domains")
         _submit_evaluations(work, pooled, anchor_dir, holdout, placement)
         rows = _table_rows(work, alone | pooled, progress)
+        audits.update(work.result(f"audit {DP_EXPERT}"))  # beside the pool's evaluation: nothing waits for it
+        audits = {name: audits[name] for name in [*EXPERT_DOMAINS, DP_EXPERT, LEAKY]}
         t = lap("evaluation", t)
     dp_block = trained[DP_EXPERT]["privacy"]
     privacy = {
@@ -418,11 +426,13 @@ def _dense_job(note: str, expert_dir: Path, *, progress: Progress, **kwargs) -> 
     return {"directory": baseline.directory, "seconds": seconds}
 
 
-def _train_owners(work: Jobs, workdir, plan, anchor_dir, data, public_data, placement, progress):
-    """Every owner's expert, the clinical owner's DP expert and the careless owner's, then each offering owner's
-    dense baseline, side by side where they do not wait on each other: ({name: package}, {name: dense
-    baseline}, {job: its manifest's privacy block and seconds}). The DP expert waits for the clinical expert:
+def _submit_owners(work: Jobs, workdir, plan, anchor_dir, data, public_data, placement, progress):
+    """Submit every owner's expert, the clinical owner's DP expert and the careless owner's, then each offering
+    owner's dense baseline, each job named as the expert it trains (the baselines "dense NAME"): ({name:
+    package}, {name: dense baseline}), the folders they will be in. The DP expert waits for the clinical expert:
     both write the clinical owner's privacy ledger."""
+    from flexaudit.moe.dense import default_location
+
     public = public_data if plan.public_negatives else None
     careless = data / f"{LEAKY}.jsonl"
     records = _careless_file(data / "finance.jsonl", plan.leaky_documents)
@@ -452,12 +462,15 @@ def _train_owners(work: Jobs, workdir, plan, anchor_dir, data, public_data, plac
         work.submit(f"dense {name}", _dense_job, f"[4/{STEPS}] the {_owner(name)} owner fine-tunes the whole anchor "
                     f"on the same documents (the dense baseline of {name}, kept in {local_dir(experts[name])})",
                     experts[name], after=[name], **common)
+    return experts, {name: default_location(experts[name]) for name in baselines}
+
+
+def _trained(work: Jobs, experts: dict[str, Path], dense: dict[str, Path]) -> dict[str, dict]:
+    """Wait for the training jobs: {job: its manifest's privacy block and seconds}."""
     trained = {name: work.result(name) for name in experts}
-    dense = {}
-    for name in baselines:
-        done = work.result(f"dense {name}")
-        dense[name], trained[f"dense {name}"] = done["directory"], done
-    return experts, dense, trained
+    for name in dense:
+        trained[f"dense {name}"] = work.result(f"dense {name}")
+    return trained
 
 
 def _owner(name: str) -> str:
@@ -497,29 +510,35 @@ def _audit_one(workdir, plan, name: str, package: Path, anchor_dir: Path, policy
     }}
 
 
-def _apply(work: Jobs, workdir, plan, anchor_dir, experts, offered, dense, policy_path, placement, progress, *,
-           while_auditing: Callable[[], None] | None = None):
-    """The owners apply to the pool one after another: each audit compares the expert with the pool it would
-    join (the experts admitted so far, plus it) and that pool without it; the pool admits it only on a pass.
-    `while_auditing` submits other jobs once every audit is submitted, before their results are awaited.
-
-    The audits run side by side, each against the pool it would join if every owner before it were admitted;
-    an audit whose assumption turns out wrong (an earlier expert refused) is run again against the pool as it
-    is, so the outcome is the one-after-another outcome. The DP expert is audited too, but not offered."""
-    from flexaudit.pool import admit, init_pool, pool_members
-
-    registry = workdir / "pool-registry"
-    init_pool(registry, policy_path=policy_path, anchor_dir=anchor_dir)
+def _submit_audits(work: Jobs, workdir, plan, anchor_dir, experts, offered, dense, policy_path, placement, *,
+                   waits: Callable[[str], tuple[str, ...]] = lambda name: ()) -> Callable[..., None]:
+    """Submit the audit of each expert its owner offers (in `offered`'s order, the order they apply in), each
+    against the pool it would join if every owner before it were admitted, and the DP expert's (audited, never
+    offered); `waits(name)` names the jobs that write what an audit of `name` reads (its expert and dense
+    baseline; the pool's experts are the jobs named as them), so that an audit starts as soon as they exist. Returns the function that submits an audit,
+    `audit(job, name, pool)`, for _admit's audits again."""
 
     def audit(job: str, name: str, pool: tuple[Path, ...] | None, after: tuple[str, ...] = ()) -> None:
         work.submit(job, _audit_one, workdir, plan, name, experts[name], anchor_dir, policy_path, placement,
                     dense=dense.get(name), pool_experts=pool, after=after)
 
     for i, name in enumerate(offered):
-        audit(f"audit {name}", name, tuple(experts[n] for n in offered[:i]))
-    audit(f"audit {DP_EXPERT}", DP_EXPERT, None)
-    if while_auditing is not None:
-        while_auditing()
+        audit(f"audit {name}", name, tuple(experts[n] for n in offered[:i]),
+              after=(*waits(name), *offered[:i]))
+    audit(f"audit {DP_EXPERT}", DP_EXPERT, None, after=waits(DP_EXPERT))
+    return audit
+
+
+def _admit(work: Jobs, workdir: Path, registry: Path, experts, offered, audit: Callable[..., None], progress):
+    """The owners apply to the pool one after another: each audit compares the expert with the pool it would
+    join (the experts admitted so far, plus it) and that pool without it; the pool admits it only on a pass.
+
+    The audits run side by side (_submit_audits), each against the pool it would join if every owner before it
+    were admitted; an audit whose assumption turns out wrong (an earlier expert refused) is run again against
+    the pool as it is, so the outcome is the one-after-another outcome: ({name: audit}, the pool's record). The
+    DP expert's audit is not awaited: the pool does not wait for it."""
+    from flexaudit.pool import admit, pool_members
+
     audits, record = {}, {"admitted": [], "refused": {}}
     for i, name in enumerate(offered):
         result = work.result(f"audit {name}")
@@ -536,11 +555,10 @@ def _apply(work: Jobs, workdir, plan, anchor_dir, experts, offered, dense, polic
         except FlexauditError as exc:
             record["refused"][name] = {"exit_code": exc.exit_code, "reason": exc.message}
             progress.note(f"[5/{STEPS}] the pool refused {name}: {exc.message}")
-    audits.update(work.result(f"audit {DP_EXPERT}"))
     if not record["admitted"]:
         raise InputError("no expert passed its audit, so the pool is empty: see the gate results in "
                          f"{workdir / 'audits'}")
-    return registry, audits, record
+    return audits, record
 
 
 def _evaluate_job(what: tuple, anchor_dir: Path, holdout: dict[str, list[str]], placement: Placement, *,

@@ -13,7 +13,11 @@ each, 10.1 s for both.
 
 A job is a module-level function, called as `fn(*args, progress=..., **kwargs)`; in a worker its progress
 (notes and bars) is forwarded to the caller's `Progress`. A job starts once the jobs named in `after` have
-finished (the caller schedules them while it waits in `result`); jobs start in the order submitted. Workers
+finished and a worker is free (the caller schedules them while it waits in `submit` or `result`): of the jobs
+ready, the first submitted, so submit the longest chains first. (A job is handed to the process pool only when
+a worker is free: the pool's own queue would run jobs in the order they became ready, and the demo's longest
+chain, the careless owner's expert and then its dense baseline, waited behind three short jobs that became
+ready before it while the other worker sat idle at the end.) Workers
 are never forked from the caller (a fork copies its OpenMP thread pool in a broken state): they are forked
 from a fresh fork server that has imported the modules named in `preload` and run nothing else, so the
 workers share one import of torch, transformers and the rest (about 6 s of one core per worker for the
@@ -134,9 +138,12 @@ class Jobs:
         for name, (fn, args, kwargs, after) in list(self._held.items()):
             if not all(a in self._futures and self._futures[a].done() for a in after):
                 continue
+            failed = next((self._futures[a] for a in after if self._futures[a].exception() is not None), None)
+            busy = sum(not f.done() for f in self._futures.values())
+            if failed is None and self._pool is not None and busy >= self.workers:
+                continue  # held until a worker is free, so that a job ready later but submitted earlier goes first
             del self._held[name]
             future: Future = Future()
-            failed = next((self._futures[a] for a in after if self._futures[a].exception() is not None), None)
             if failed is not None:
                 future.set_exception(failed.exception())
             elif self._pool is None:

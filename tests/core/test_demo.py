@@ -32,11 +32,14 @@ def test_each_audit_compares_the_pool_it_joins_even_when_an_earlier_owner_is_ref
     monkeypatch.setattr(pool, "init_pool", lambda *a, **k: None)
     monkeypatch.setattr(pool, "admit", admit)
     monkeypatch.setattr(pool, "pool_members", lambda registry: [experts[n] for n in admitted])
-    meanwhile: list[int] = []
     with Jobs(1) as work:
-        _, audits, record = demo._apply(work, tmp_path, None, tmp_path / "anchor", experts, offered, {}, None, None,
-                                        demo.NULL_PROGRESS, while_auditing=lambda: meanwhile.append(len(audited)))
-    assert meanwhile == [len(offered) + 1]  # once, after every first audit was submitted
+        for name in experts:  # the training jobs, named as the experts (the audits of the pool wait on them)
+            work.submit(name, dict)
+        audit = demo._submit_audits(work, tmp_path, None, tmp_path / "anchor", experts, offered, {}, None, None)
+        assert len(audited) == len(offered) + 1  # every first audit (inline jobs run when submitted)
+        audits, record = demo._admit(work, tmp_path, tmp_path / "registry", experts, offered, audit, demo.NULL_PROGRESS)
+        assert demo.DP_EXPERT not in audits  # the pool does not wait for it
+        audits |= work.result(f"audit {demo.DP_EXPERT}")
     assert record["admitted"] == [n for n in offered if n not in refused]
     assert set(record["refused"]) == refused
     for i, name in enumerate(offered):  # the report kept is against the experts admitted before it

@@ -194,6 +194,33 @@ def test_worker_jobs_run_elsewhere_after_their_prerequisites_and_forward_progres
         assert ("close", f"{tag} steps") in events
 
 
+def log_start(path: str, tag: str, delay: float, *, progress) -> None:
+    with open(path, "a") as fh:
+        fh.write(f"{tag};")
+    time.sleep(delay)
+
+
+def test_a_free_worker_takes_the_first_submitted_of_the_ready_jobs(tmp_path):
+    # "after long" becomes ready after the short jobs, but was submitted before them: when "long" ends it
+    # goes next, not behind every short job queued meanwhile (the demo's careless owner's dense baseline
+    # waited so, while the other worker sat idle at the end)
+    path = str(tmp_path / "starts")
+    with Jobs(2, threads=1) as jobs:
+        jobs.submit("long", log_start, path, "long", 1.0)
+        jobs.submit("first", log_start, path, "first", 0.05)
+        jobs.submit("after long", log_start, path, "after long", 0.0, after=["long"])
+        for i in range(8):
+            jobs.submit(f"short {i}", log_start, path, f"short {i}", 0.3, after=["first"])
+        jobs.result("after long")
+        for i in range(8):
+            jobs.result(f"short {i}")
+    starts = open(path).read().split(";")[:-1]
+    assert sorted(starts) == sorted(["long", "first", "after long", *(f"short {i}" for i in range(8))])
+    # "long" ran about 1 s; the other worker ran "first" and three or four 0.3 s jobs meanwhile, so at least
+    # three short jobs were still waiting when "after long" became ready
+    assert starts.index("after long") < starts.index("short 6"), starts
+
+
 @pytest.mark.parametrize("workers", [1, 2])
 def test_a_jobs_error_reaches_the_caller_and_its_dependents(workers, tmp_path):
     with Jobs(workers) as jobs:

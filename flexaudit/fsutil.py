@@ -69,6 +69,13 @@ def check_can_create(path: str | os.PathLike) -> None:
         raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), os.fspath(probe))
 
 
+def rust_os_error(exc: BaseException) -> int | None:
+    """The OS error number in the message of a library written in Rust (tokenizers, safetensors), which raise their
+    own types with Rust's "(os error N)" in the text (safetensors adds ' at path "..."' after it), else None."""
+    found = re.search(r"\(os error (\d+)\)", str(exc))
+    return int(found.group(1)) if found else None
+
+
 def save_tensors(tensors: dict, path: str | os.PathLike, *, metadata: dict[str, str] | None = None) -> None:
     """safetensors' save_file (into a staging directory: it writes in place), with its I/O failures (a full disk, a
     read-only mount) raised as the OSError they are, so that they reach the user as one line about the file system
@@ -79,11 +86,9 @@ def save_tensors(tensors: dict, path: str | os.PathLike, *, metadata: dict[str, 
     try:
         save_file(tensors, str(path), metadata=metadata)
     except SafetensorError as exc:
-        # the Rust error's text holds "(os error N)"; nothing else in the error carries the number
-        found = re.search(r"\(os error (\d+)\)", str(exc))
-        if found is None:
+        code = rust_os_error(exc)  # nothing else in the error carries the number
+        if code is None:
             raise
-        code = int(found.group(1))
         raise OSError(code, os.strerror(code) if code in errno.errorcode else str(exc), os.fspath(path)) from exc
 
 

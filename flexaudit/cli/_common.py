@@ -6,7 +6,6 @@ import contextlib
 import errno
 import json
 import os
-import re
 import sys
 import traceback
 from enum import Enum
@@ -17,6 +16,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from flexaudit.errors import FlexauditError
+from flexaudit.fsutil import rust_os_error
 
 # Under torchrun every process runs the command; rank 0 alone talks to the user (results, progress bars), the
 # others only report an error of their own (guarded).
@@ -167,14 +167,14 @@ _FILE_SYSTEM_HINTS = {
 
 def file_system_error(exc: BaseException, *, path: str | os.PathLike | None = None) -> str | None:
     """The one line for a file-system failure of the user's (see _FILE_SYSTEM_HINTS), else None: an OSError, or
-    the error of a library written in Rust (tokenizers) whose message ends in Rust's "(os error N)". It names
-    `path` if given, else the error's: of a rename (an atomic write's last step), the destination."""
+    the error of a library written in Rust (tokenizers, safetensors) whose message holds Rust's "(os error N)"
+    (fsutil.rust_os_error). It names `path` if given, else the error's: of a rename (an atomic write's last step),
+    the destination."""
     if isinstance(exc, OSError):
         code, reason = exc.errno, exc.strerror
         filename = exc.filename2 if exc.filename2 is not None else exc.filename
     else:
-        found = re.search(r"\(os error (\d+)\)\s*$", str(exc))
-        code, reason, filename = (int(found.group(1)), None, None) if found else (None, None, None)
+        code, reason, filename = rust_os_error(exc), None, None
     if code not in _FILE_SYSTEM_HINTS:
         return None
     filename = path if path is not None else filename

@@ -234,9 +234,12 @@ def test_file_system_errors_are_told_apart_from_bugs(tmp_path):
     assert file_system_error(OSError(errno.ENOSPC, "No space left on device")).startswith("No space left on device (free")
     assert file_system_error(PermissionError(errno.EACCES, "Permission denied", "/srv/out")).startswith(
         "/srv/out: Permission denied (choose a path you may write to")
-    # Rust libraries (tokenizers) raise their own type with the OS error's number at the end of the message
+    # Rust libraries (tokenizers, safetensors) raise their own types with the OS error's number in the message,
+    # at its end or before more text
     assert "Read-only file system (choose a path on a writable" in file_system_error(
         Exception("Read-only file system (os error 30)"))
+    assert file_system_error(Exception('No space left on device (os error 28) at path "/srv/w.safetensors"')) == \
+        "No space left on device (free some space or choose another path, then rerun)"
     # a file the program itself expected to find is a bug, and stays one
     assert file_system_error(FileNotFoundError(errno.ENOENT, "No such file or directory", "x")) is None
     assert file_system_error(ValueError("shape mismatch")) is None

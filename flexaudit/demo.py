@@ -522,8 +522,8 @@ def _submit_audits(work: Jobs, workdir, plan, anchor_dir, experts, offered, dens
     """Submit the audit of each expert its owner offers (in `offered`'s order, the order they apply in), each
     against the pool it would join if every owner before it were admitted, and the DP expert's (audited, never
     offered); `waits(name)` names the jobs that write what an audit of `name` reads (its expert and dense
-    baseline; the pool's experts are the jobs named as them), so that an audit starts as soon as they exist. Returns the function that submits an audit,
-    `audit(job, name, pool)`, for _admit's audits again."""
+    baseline; the pool's experts are the jobs named as them), so that an audit starts as soon as they exist.
+    Returns the function that submits an audit, `audit(job, name, pool)`, for _admit's audits again."""
 
     def audit(job: str, name: str, pool: tuple[Path, ...] | None, after: tuple[str, ...] = ()) -> None:
         work.submit(job, _audit_one, workdir, plan, name, experts[name], anchor_dir, policy_path, placement,

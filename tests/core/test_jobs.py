@@ -200,25 +200,32 @@ def log_start(path: str, tag: str, delay: float, *, progress) -> None:
     time.sleep(delay)
 
 
+def log_start_until(path: str, tag: str, seen: str, *, progress) -> None:
+    """Log the start, then run until `seen` has started (so that the test does not hang on the workers' speed)."""
+    log_start(path, tag, 0.0, progress=progress)
+    deadline = time.monotonic() + 60
+    while f"{seen};" not in open(path).read() and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
 def test_a_free_worker_takes_the_first_submitted_of_the_ready_jobs(tmp_path):
     # "after long" becomes ready after the short jobs, but was submitted before them: when "long" ends it
     # goes next, not behind every short job queued meanwhile (the demo's careless owner's dense baseline
     # waited so, while the other worker sat idle at the end)
     path = str(tmp_path / "starts")
     with Jobs(2, threads=1) as jobs:
-        jobs.submit("long", log_start, path, "long", 1.0)
-        jobs.submit("first", log_start, path, "first", 0.05)
+        jobs.submit("long", log_start_until, path, "long", "short 1")  # ends once the other worker is on short 1
+        jobs.submit("first", log_start, path, "first", 0.0)
         jobs.submit("after long", log_start, path, "after long", 0.0, after=["long"])
-        for i in range(8):
-            jobs.submit(f"short {i}", log_start, path, f"short {i}", 0.3, after=["first"])
+        for i in range(6):
+            jobs.submit(f"short {i}", log_start, path, f"short {i}", 0.5, after=["first"])
         jobs.result("after long")
-        for i in range(8):
+        for i in range(6):
             jobs.result(f"short {i}")
     starts = open(path).read().split(";")[:-1]
-    assert sorted(starts) == sorted(["long", "first", "after long", *(f"short {i}" for i in range(8))])
-    # "long" ran about 1 s; the other worker ran "first" and three or four 0.3 s jobs meanwhile, so at least
-    # three short jobs were still waiting when "after long" became ready
-    assert starts.index("after long") < starts.index("short 6"), starts
+    assert sorted(starts) == sorted(["long", "first", "after long", *(f"short {i}" for i in range(6))])
+    # when "long" ended, short 1 had started and shorts 2-5 waited (the pool's queue would have run them first)
+    assert starts.index("after long") < starts.index("short 3"), starts
 
 
 @pytest.mark.parametrize("workers", [1, 2])

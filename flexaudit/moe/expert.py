@@ -273,11 +273,11 @@ def compose(anchor: Anchor, packages: list[ExpertPackage], *, top_k: int | None 
     if duplicates:
         raise InputError(f"expert name {duplicates[0]!r} appears twice: every merged expert needs its own name")
     n = 1 + len(packages)
-    k = min(n, top_k or DEFAULT_TOP_K)
     if top_k is not None and top_k < 1:
         raise InputError(f"--top-k must be at least 1, got {top_k}")
     if top_k is not None and top_k > n:
         raise InputError(f"--top-k {top_k} exceeds the {n} experts being merged (the public one included)")
+    k = min(n, top_k or DEFAULT_TOP_K)  # after the checks: a top_k of 0 must not read as "the default"
     cfg = anchor.config.replace(num_experts=n, top_k=k, router_bias=False)
     base = anchor.model
     state = dict(base.state_dict())

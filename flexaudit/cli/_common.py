@@ -7,6 +7,8 @@ import errno
 import json
 import os
 import sys
+import threading
+import time
 import traceback
 from enum import Enum
 from typing import Annotated, Any, Callable, Iterator, TypeVar
@@ -98,11 +100,37 @@ class _RichTask:
         self._progress, self._id = progress, task_id
 
     def advance(self, n: int = 1, **fields: object) -> None:
-        status = "  ".join(f"{k} {_fmt(v)}" for k, v in fields.items())
+        status = _status(fields)
         self._progress.update(self._id, advance=n, status=status)
 
     def close(self) -> None:
         self._progress.stop_task(self._id)
+
+
+class _LineTask:
+    """A task told in one plain line when it ends (stderr is a log, not a terminal)."""
+
+    def __init__(self, reporter: "RichProgress", description: str, total: int | None):
+        self._reporter, self.description, self.total = reporter, description, total
+        self.completed, self.status, self.began = 0, "", time.perf_counter()
+
+    def advance(self, n: int = 1, **fields: object) -> None:
+        self.completed += n
+        if fields:
+            self.status = _status(fields)
+
+    def close(self) -> None:
+        self._reporter._ended(self)
+
+    def line(self, *, stopped: bool = False) -> str:
+        done = f"{self.completed:,}" + (f"/{self.total:,}" if self.total is not None else "")
+        how = "stopped at " if stopped else ""
+        status = f"  {self.status}" if self.status else ""
+        return f"{self.description}: {how}{done} in {time.perf_counter() - self.began:.1f} s{status}"
+
+
+def _status(fields: dict) -> str:
+    return "  ".join(f"{k} {_fmt(v)}" for k, v in fields.items())
 
 
 def _fmt(value: object) -> str:
@@ -112,9 +140,14 @@ def _fmt(value: object) -> str:
 
 
 class RichProgress:
-    """Progress bars on stderr, so stdout stays clean for tables and --json."""
+    """Progress on stderr, so stdout stays clean for tables and --json: live bars on a terminal; in a log (stderr
+    redirected, CI) one line per task when it ends, since a log cannot redraw a bar and rich would print every
+    task's last frame at the end, squeezed into the log's width. `live` overrides the terminal check."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, live: bool | None = None) -> None:
+        self._live = err.is_terminal if live is None else live
+        self._open: list[_LineTask] = []
+        self._lock = threading.Lock()  # worker jobs report from the relay thread (flexaudit.jobs)
         self._progress = Progress(
             TextColumn("[bold]{task.description}"),
             BarColumn(),
@@ -124,18 +157,34 @@ class RichProgress:
             TextColumn("{task.fields[status]}"),
             console=err,
             transient=False,
-            disable=RANK != 0,  # rank 0 shows the whole job's progress
+            disable=RANK != 0 or not self._live,  # rank 0 shows the whole job's progress
         )
 
     def __enter__(self) -> "RichProgress":
         self._progress.start()
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, exc_type: object, *exc: object) -> None:
         self._progress.stop()
+        with self._lock:
+            left, self._open = self._open, []
+        for task in left:  # after an error or Ctrl-C: how far each task got
+            self.note(task.line(stopped=exc_type is not None))
 
-    def task(self, description: str, total: int | None = None) -> _RichTask:
+    def task(self, description: str, total: int | None = None) -> _RichTask | _LineTask:
+        if not self._live:
+            task = _LineTask(self, description, total)
+            with self._lock:
+                self._open.append(task)
+            return task
         return _RichTask(self._progress, self._progress.add_task(description, total=total, status=""))
+
+    def _ended(self, task: _LineTask) -> None:
+        with self._lock:
+            if task not in self._open:  # closed twice
+                return
+            self._open.remove(task)
+        self.note(task.line())
 
     def note(self, message: str) -> None:
         if RANK == 0:

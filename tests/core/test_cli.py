@@ -85,6 +85,36 @@ def test_usage_errors(tiny_anchor, tmp_path):
         assert not (tmp_path / "o").exists() and not (tmp_path / "o.local").exists()
 
 
+def test_progress_in_a_log_is_one_line_per_task(clinical_expert, tiny_anchor, corpus_dir, capsys):
+    """stderr that is not a terminal (CI, a file) gets one complete line per task when it ends, not every bar's
+    last frame squeezed into the log's width at the end."""
+    import re
+
+    from flexaudit.cli._common import RichProgress
+
+    result = invoke("eval", clinical_expert, "--anchor", tiny_anchor, "--data", f"finance={corpus_dir / 'finance.jsonl'}")
+    assert result.exit_code == 0, result.output
+    assert re.search(r"^eval finance: ([\d,]+)/\1 in \d+\.\d s$", result.stderr, re.M), result.stderr
+    assert "━" not in result.stderr and "…" not in result.stderr
+
+    with pytest.raises(KeyboardInterrupt), RichProgress(live=False) as progress:
+        steps = progress.task("expert x", total=3)
+        steps.advance(1, loss=4.25)
+        steps.advance(2, loss=3.5, **{"tok/s": 21_560.0})
+        steps.close()
+        steps.close()  # a second close says nothing more
+        told = capsys.readouterr().err.splitlines()
+        assert len(told) == 1 and re.fullmatch(r"expert x: 3/3 in \d+\.\d s  loss 3\.5  tok/s 21,560", told[0]), told
+        decoding = progress.task("decoding", total=None)
+        decoding.advance(5)
+        raise KeyboardInterrupt  # the command ends before the task does
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1 and re.fullmatch(r"decoding: stopped at 5 in \d+\.\d s", lines[0]), lines
+    with RichProgress(live=False) as progress:
+        progress.task("merging", total=2).advance(2)  # a task the code left open ends with the command
+    assert re.fullmatch(r"merging: 2/2 in \d+\.\d s\n", capsys.readouterr().err)
+
+
 def test_counts_no_run_could_use_are_one_line(tiny_anchor, clinical_expert, tmp_path, corpus_dir):
     result = invoke("merge", clinical_expert, "--anchor", tiny_anchor, "--out", tmp_path / "pool", "--top-k", "0")
     assert result.exit_code == 2 and "--top-k must be at least 1, got 0" in one_error_line(result)
@@ -219,7 +249,7 @@ def test_paths_the_file_system_refuses_get_one_line_not_internal_error(tiny_anch
         line = one_error_line(result)
         assert result.exit_code == 2 and expected in line and "internal error" not in line, (args[:2], line)
         assert "Not a directory (part of the path is a file" in line or "File exists" in line, line
-        assert "expert x" not in result.output and "anchor ━" not in result.output  # refused before training
+        assert "expert x" not in result.output and "anchor:" not in result.output  # refused before training
     assert a_file.read_text() == "keep me"
 
 

@@ -95,29 +95,19 @@ def refuse_other_commands_under_torchrun(argv: list[str]) -> None:
     raise SystemExit(2)
 
 
-class _RichTask:
-    def __init__(self, progress: Progress, task_id: int):
-        self._progress, self._id = progress, task_id
+class _Task:
+    """One task of a command: a live bar while it runs (on a terminal), and one plain line when it ends."""
 
-    def advance(self, n: int = 1, **fields: object) -> None:
-        status = _status(fields)
-        self._progress.update(self._id, advance=n, status=status)
-
-    def close(self) -> None:
-        self._progress.stop_task(self._id)
-
-
-class _LineTask:
-    """A task told in one plain line when it ends (stderr is a log, not a terminal)."""
-
-    def __init__(self, reporter: "RichProgress", description: str, total: int | None):
-        self._reporter, self.description, self.total = reporter, description, total
+    def __init__(self, reporter: "RichProgress", description: str, total: int | None, bar: int | None):
+        self._reporter, self._bar, self.description, self.total = reporter, bar, description, total
         self.completed, self.status, self.began = 0, "", time.perf_counter()
 
     def advance(self, n: int = 1, **fields: object) -> None:
         self.completed += n
         if fields:
             self.status = _status(fields)
+        if self._bar is not None:
+            self._reporter._progress.update(self._bar, advance=n, status=self.status)
 
     def close(self) -> None:
         self._reporter._ended(self)
@@ -140,13 +130,15 @@ def _fmt(value: object) -> str:
 
 
 class RichProgress:
-    """Progress on stderr, so stdout stays clean for tables and --json: live bars on a terminal; in a log (stderr
-    redirected, CI) one line per task when it ends, since a log cannot redraw a bar and rich would print every
-    task's last frame at the end, squeezed into the log's width. `live` overrides the terminal check."""
+    """Progress on stderr, so stdout stays clean for tables and --json. Each task says one plain line when it ends
+    (its count, seconds and last figures), on a terminal and in a log alike; on a terminal a live bar shows it
+    while it runs and goes when it ends, so that a long command does not leave a wall of finished bars (the demo
+    runs about 70 tasks), and a log (CI, stderr to a file), which cannot redraw a bar, gets the lines alone.
+    `live` overrides the terminal check."""
 
-    def __init__(self, *, live: bool | None = None) -> None:
-        self._live = err.is_terminal if live is None else live
-        self._open: list[_LineTask] = []
+    def __init__(self, *, live: bool | None = None, console: Console = err) -> None:
+        self._live = console.is_terminal if live is None else live
+        self._open: list[_Task] = []
         self._lock = threading.Lock()  # worker jobs report from the relay thread (flexaudit.jobs)
         self._progress = Progress(
             TextColumn("[bold]{task.description}"),
@@ -155,8 +147,8 @@ class RichProgress:
             TimeElapsedColumn(),
             TimeRemainingColumn(),
             TextColumn("{task.fields[status]}"),
-            console=err,
-            transient=False,
+            console=console,
+            transient=True,
             disable=RANK != 0 or not self._live,  # rank 0 shows the whole job's progress
         )
 
@@ -171,19 +163,20 @@ class RichProgress:
         for task in left:  # after an error or Ctrl-C: how far each task got
             self.note(task.line(stopped=exc_type is not None))
 
-    def task(self, description: str, total: int | None = None) -> _RichTask | _LineTask:
-        if not self._live:
-            task = _LineTask(self, description, total)
-            with self._lock:
-                self._open.append(task)
-            return task
-        return _RichTask(self._progress, self._progress.add_task(description, total=total, status=""))
+    def task(self, description: str, total: int | None = None) -> _Task:
+        bar = self._progress.add_task(description, total=total, status="") if self._live else None
+        task = _Task(self, description, total, bar)
+        with self._lock:
+            self._open.append(task)
+        return task
 
-    def _ended(self, task: _LineTask) -> None:
+    def _ended(self, task: _Task) -> None:
         with self._lock:
             if task not in self._open:  # closed twice
                 return
             self._open.remove(task)
+        if task._bar is not None:
+            self._progress.remove_task(task._bar)
         self.note(task.line())
 
     def note(self, message: str) -> None:

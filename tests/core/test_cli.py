@@ -86,8 +86,8 @@ def test_usage_errors(tiny_anchor, tmp_path):
 
 
 def test_progress_in_a_log_is_one_line_per_task(clinical_expert, tiny_anchor, corpus_dir, capsys):
-    """stderr that is not a terminal (CI, a file) gets one complete line per task when it ends, not every bar's
-    last frame squeezed into the log's width at the end."""
+    """Each task says one complete line when it ends: in a log (CI, a file) instead of every bar's last frame
+    squeezed into the log's width at the end, and on a terminal beside the live bars."""
     import re
 
     from flexaudit.cli._common import RichProgress
@@ -113,6 +113,23 @@ def test_progress_in_a_log_is_one_line_per_task(clinical_expert, tiny_anchor, co
     with RichProgress(live=False) as progress:
         progress.task("merging", total=2).advance(2)  # a task the code left open ends with the command
     assert re.fullmatch(r"merging: 2/2 in \d+\.\d s\n", capsys.readouterr().err)
+
+    # on a terminal the same lines, each when its task ends, beside the live bars
+    import io
+
+    from rich.console import Console
+
+    screen = io.StringIO()
+    with RichProgress(console=Console(file=screen, force_terminal=True, width=100)) as progress:
+        steps = progress.task("anchor", total=2)
+        steps.advance(2, loss=4.0)
+        steps.close()
+        progress.task("scoring", total=4).advance(1)
+    # each row as left by its last carriage return, without control codes (the live bars between are redrawn)
+    shown = [row.split("\r")[-1] for row in re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", screen.getvalue()).split("\n")]
+    told = [row for row in shown if ": " in row]
+    assert len(told) == 2 and re.fullmatch(r"anchor: 2/2 in \d+\.\d s  loss 4", told[0]), shown
+    assert re.fullmatch(r"scoring: 1/4 in \d+\.\d s", told[1]), shown
 
 
 def test_counts_no_run_could_use_are_one_line(tiny_anchor, clinical_expert, tmp_path, corpus_dir):

@@ -85,7 +85,7 @@ def test_usage_errors(tiny_anchor, tmp_path):
         assert not (tmp_path / "o").exists() and not (tmp_path / "o.local").exists()
 
 
-def test_progress_in_a_log_is_one_line_per_task(clinical_expert, tiny_anchor, corpus_dir, capsys):
+def test_progress_is_one_line_per_task_in_a_log_and_on_a_terminal(clinical_expert, tiny_anchor, corpus_dir, capsys):
     """Each task says one complete line when it ends: in a log (CI, a file) instead of every bar's last frame
     squeezed into the log's width at the end, and on a terminal beside the live bars."""
     import re

@@ -507,10 +507,11 @@ def _audit_one(workdir, plan, name: str, package: Path, anchor_dir: Path, policy
     gate = run_gate(audit_dir, load_policy(policy_path), package_dir=package)
     atomic_write_json(audit_dir / "gate.json", gate.as_dict())
     failing = [{"rule_id": f.rule_id, "message": f.message} for f in gate.findings if f.status == "fail"]
+    undecided = [{"rule_id": f.rule_id, "message": f.message} for f in gate.findings if f.status == "inconclusive"]
     return {name: {
         "figures": _headline(result.report),
         "gate": {"decision": gate.decision, "exit_code": gate.exit_code, "summary": gate.summary,
-                 "failing": failing},
+                 "failing": failing, "undecided": undecided},
         "report": str(rendered["html"]),
         "extraction_table": result.report["empirical"].get("extraction_comparison"),
         "seconds": round(time.perf_counter() - began, 1),
@@ -658,6 +659,13 @@ def _figure_text(f: dict | None) -> str:
     return f"{f['value']:.2f}{anchor}"
 
 
+def _reasons(gate: dict) -> str:
+    """The controls behind a gate decision other than pass: those violated, then those that could not be decided
+    (an inconclusive gate has only these)."""
+    return "; ".join([x["rule_id"] for x in gate.get("failing", [])] +
+                     [f"{x['rule_id']} (undecided)" for x in gate.get("undecided", [])]) or "-"
+
+
 def write_page(path: Path, d: dict) -> None:
     """The demo's overview page from its results (DemoResult.as_dict()): one self-contained HTML file (no
     script, nothing fetched; figures inline), written atomically; links are relative to its directory."""
@@ -687,7 +695,7 @@ def write_page(path: Path, d: dict) -> None:
                        "auc": _figure_text(f.get("membership_auc")), "sampled": _figure_text(f.get("sampled_extraction")),
                        "personal": _figure_text(f.get("personal_data_leaked")),
                        "inferred": _figure_text(f.get("personal_data_inferred")),
-                       "reasons": "; ".join(x["rule_id"] for x in a["gate"].get("failing", [])) or "-",
+                       "reasons": _reasons(a["gate"]),
                        "report": rel(a["report"])})
     m = d["machine"]
     peak = machine_text(m)

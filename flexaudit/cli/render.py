@@ -44,6 +44,14 @@ def extraction_table(tables: dict[str, dict], title: str) -> Table:
     return table
 
 
+def _print_reasons(gate: dict) -> None:
+    """The controls behind a gate decision: each violated one, then each that could not be decided."""
+    for f in gate.get("failing", []):
+        out.print(f"    {f['rule_id']}: {f['message']}", markup=False)
+    for f in gate.get("undecided", []):
+        out.print(f"    {f['rule_id']} (undecided): {f['message']}", markup=False)
+
+
 def print_demo(result) -> None:
     table = Table(title="Held-out perplexity per domain (lower is better)")
     table.add_column("model")
@@ -88,8 +96,12 @@ def print_demo(result) -> None:
         out.print(leak)
         for name, why in result.pool.get("refused", {}).items():
             out.print(f"  refused {name} (exit {why['exit_code']}): {why['reason']}", markup=False)
-            for f in result.audits.get(name, {}).get("gate", {}).get("failing", []):
-                out.print(f"    {f['rule_id']}: {f['message']}", markup=False)
+            _print_reasons(result.audits.get(name, {}).get("gate", {}))
+        for name, a in result.audits.items():  # an expert its owner did not offer (the DP one) has a decision too
+            if name not in pool.get("admitted", []) and name not in pool.get("refused", {}) and a["gate"]["decision"] != "pass":
+                out.print(f"  {name}, not offered to the pool: gate {a['gate']['decision']} (exit {a['gate']['exit_code']})",
+                          markup=False)
+                _print_reasons(a["gate"])
         if result.pool.get("merged"):
             out.print(f"  merged the pool's admitted experts ({', '.join(result.pool['merged_experts'])}) into "
                       f"{result.pool['merged']}", markup=False)

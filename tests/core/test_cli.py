@@ -221,6 +221,8 @@ def test_demo_quick(tmp_path):
     assert set(report["audits"]) == {"code", "clinical", "finance", "clinical-dp", "finance-leaky"}
     for name, audit in report["audits"].items():
         assert audit["gate"]["decision"] in ("pass", "fail", "inconclusive")
+        if audit["gate"]["decision"] != "pass":  # every other decision says which controls it rests on
+            assert audit["gate"]["failing"] or audit["gate"]["undecided"], (name, audit["gate"])
         assert (tmp_path / "demo" / "audits" / name / "report.html").is_file()
     assert "finance-leaky" in report["pool"]["refused"]
     assert report["pool"]["admitted"] == ["code", "clinical", "finance"]  # the clean experts pass, even quick

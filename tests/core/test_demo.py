@@ -55,3 +55,36 @@ def test_the_workers_preload_modules_that_exist():
 
     assert "opacus" in demo.PRELOAD and "flexaudit.demo" in demo.PRELOAD
     assert [name for name in demo.PRELOAD if importlib.util.find_spec(name) is None] == []
+
+
+def test_every_gate_decision_but_pass_is_shown_with_its_reasons(capsys, tmp_path):
+    """The DP expert is audited but never offered, so no pool refusal explains its decision: an inconclusive
+    gate (measured in --quick: the blind baseline 0.656 > 0.6 on 40 texts) is printed with the controls behind it,
+    as the refused expert's are, and the page lists them."""
+    from flexaudit.cli.render import print_demo
+
+    def gate(decision, exit_code, failing=(), undecided=()):
+        return {"decision": decision, "exit_code": exit_code, "summary": "",
+                "failing": [{"rule_id": r, "message": m} for r, m in failing],
+                "undecided": [{"rule_id": r, "message": m} for r, m in undecided]}
+
+    audits = {
+        "clinical": {"figures": {}, "gate": gate("pass", 0)},
+        "clinical-dp": {"figures": {}, "gate": gate("inconclusive", 2, undecided=[("PRIV-HYG-BLIND", "value 0.656 > max 0.6")])},
+        "finance-leaky": {"figures": {}, "gate": gate("fail", 1, failing=[("PRIV-MIA-AUC", "upper bound 0.904 > max 0.8")],
+                                                      undecided=[("PRIV-EXT-PII", "only 12 samples")])},
+    }
+    result = demo.DemoResult(workdir=tmp_path, plan=demo.DemoPlan.quick(), domains=["public"],
+                             rows=[demo.Row("anchor", "anchor", {"public": 10.0})], artifacts={}, checks=[],
+                             audits=audits, pool={"admitted": ["clinical"],
+                                                  "refused": {"finance-leaky": {"exit_code": 1, "reason": "FAIL"}}},
+                             seconds={"total": 1.0})
+    print_demo(result)
+    shown = capsys.readouterr().out
+    assert "clinical-dp, not offered to the pool: gate inconclusive (exit 2)" in shown
+    assert "    PRIV-HYG-BLIND (undecided): value 0.656 > max 0.6" in shown
+    assert "    PRIV-MIA-AUC: upper bound 0.904 > max 0.8" in shown and "PRIV-EXT-PII (undecided): only 12" in shown
+    assert "clinical, not offered" not in shown and "finance-leaky, not offered" not in shown
+    assert demo._reasons(audits["clinical-dp"]["gate"]) == "PRIV-HYG-BLIND (undecided)"
+    assert demo._reasons(audits["finance-leaky"]["gate"]) == "PRIV-MIA-AUC; PRIV-EXT-PII (undecided)"
+    assert demo._reasons(audits["clinical"]["gate"]) == "-"

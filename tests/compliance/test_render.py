@@ -143,3 +143,26 @@ def test_pdf_when_weasyprint_is_installed(make_audit):
     a = make_audit("clinical")
     pdf = render_report(a.audit, "pdf")["pdf"]
     assert pdf.read_bytes()[:5] == b"%PDF-" and pdf.stat().st_size > 20_000
+
+
+def test_the_extraction_figure_keeps_its_key_off_the_bars(monkeypatch):
+    """One key below all panels, naming every attack drawn in any of them: inside the last panel it covered the
+    careless owner's tallest bars, and named only that panel's attacks."""
+    from flexaudit.report import figures
+    from flexaudit.report.testing import fake_comparison
+
+    leaky = fake_comparison(leaky=True, name="finance-leaky")
+    no_personal = fake_comparison(name="code")
+    for row in no_personal["rows"]:  # an owner whose texts hold no personal data
+        del row["rates"]["FA-EXT-PII"], row["rates"]["FA-EXT-PII-INF"]
+    kept = []
+    monkeypatch.setattr(figures, "_svg", lambda fig: kept.append(fig) or b"<svg/>")
+    figures.draw_comparison({"finance-leaky's members": leaky, "code's members": no_personal})
+    (fig,) = kept
+    fig.canvas.draw()  # runs the layout
+    (key,) = fig.legends
+    assert [t.get_text() for t in key.get_texts()] == [name for _, name, _ in figures.COMPARED_ATTACKS]
+    box = key.get_window_extent()
+    for ax in fig.axes:
+        assert not box.overlaps(ax.get_window_extent()), ax.get_title()
+    assert box.y0 >= 0 and box.x0 >= 0 and box.x1 <= fig.bbox.x1  # on the canvas

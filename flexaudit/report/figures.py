@@ -200,7 +200,9 @@ def draw_comparison(tables: dict[str, dict]) -> bytes | None:
     # dense fine-tune), and the last panel alone may lack an attack (an owner without personal data)
     shown = {label: handle for ax in axes.flat for handle, label in zip(*ax.get_legend_handles_labels())}
     keys = [name for _, name, _ in COMPARED_ATTACKS if name in shown]
-    fig.legend([shown[k] for k in keys], keys, loc="outside lower center", ncol=len(keys), fontsize=7, frameon=False)
+    if keys:
+        fig.legend([shown[k] for k in keys], keys, loc="outside lower center", ncol=len(keys), fontsize=7,
+                   frameon=False)
     return _svg(fig)
 
 

@@ -659,11 +659,15 @@ def _figure_text(f: dict | None) -> str:
     return f"{f['value']:.2f}{anchor}"
 
 
+def gate_reasons(gate: dict) -> list[tuple[str, str]]:
+    """The controls behind a gate decision (_audit_one's "gate" record) as (label, message): those violated, then
+    those that could not be decided, labelled so (an inconclusive gate has only these)."""
+    return ([(x["rule_id"], x["message"]) for x in gate.get("failing", [])] +
+            [(f"{x['rule_id']} (undecided)", x["message"]) for x in gate.get("undecided", [])])
+
+
 def _reasons(gate: dict) -> str:
-    """The controls behind a gate decision other than pass: those violated, then those that could not be decided
-    (an inconclusive gate has only these)."""
-    return "; ".join([x["rule_id"] for x in gate.get("failing", [])] +
-                     [f"{x['rule_id']} (undecided)" for x in gate.get("undecided", [])]) or "-"
+    return "; ".join(label for label, _ in gate_reasons(gate)) or "-"
 
 
 def write_page(path: Path, d: dict) -> None:

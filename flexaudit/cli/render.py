@@ -45,11 +45,10 @@ def extraction_table(tables: dict[str, dict], title: str) -> Table:
 
 
 def _print_reasons(gate: dict) -> None:
-    """The controls behind a gate decision: each violated one, then each that could not be decided."""
-    for f in gate.get("failing", []):
-        out.print(f"    {f['rule_id']}: {f['message']}", markup=False)
-    for f in gate.get("undecided", []):
-        out.print(f"    {f['rule_id']} (undecided): {f['message']}", markup=False)
+    from flexaudit.demo import gate_reasons
+
+    for label, message in gate_reasons(gate):
+        out.print(f"    {label}: {message}", markup=False)
 
 
 def print_demo(result) -> None:

@@ -9,10 +9,12 @@ public
     standard library (read from source files with `ast`; no module is ever imported). This is the
     public anchor model's pretraining data, so it takes everything it can (about 1.6 MB on 3.11).
 code
-    Standard-library source code in function- or class-level chunks, copied verbatim (comments and
-    docstrings included). Modules are split between `public` and `code` by a fixed hash of their
-    top-level name, so the two domains never draw on the same module, and any public paragraph that
-    shares a line with the code domain (a docstring copied between modules) is dropped.
+    One codebase's source: the standard library's `asyncio` package, cut before its statements into
+    method- or block-sized chunks and copied verbatim (comments and docstrings included). A data
+    owner's code is one codebase with its own names and idioms; a sample of all of Python is not
+    (measured: README, Limits). Modules are split between `public` and `code` by a fixed hash of their
+    top-level name, so the public domain never draws on the code side's modules (asyncio among them),
+    and any public paragraph that shares a line with them (a docstring copied between modules) is dropped.
 clinical, finance, support
     Synthetic sensitive records written by a seeded `faker` generator: clinical notes, bank records
     and customer-support tickets. Each record belongs to one data subject (`patient-000123`), each

@@ -17,7 +17,7 @@ from flexaudit.data.builtin.registry import BuiltinRecord
 from flexaudit.errors import InputError
 
 PUBLIC_MIN, PUBLIC_MAX = 300, 1500  # characters per public document
-CODE_MIN, CODE_MAX = 300, 2000  # characters per code chunk
+CODE_MIN, CODE_MAX = 250, 500  # characters per code chunk: a method or a block, about 120 tokens
 _SLACK = 1.25  # a short leftover may be folded into a neighbour up to this factor over the maximum
 MIN_KEEP = 120  # fragments shorter than this (a two-line __main__.py) carry nothing worth training on
 _SHARED_LINE = 40  # lines at least this long that both domains hold count as overlap

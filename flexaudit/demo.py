@@ -1,6 +1,6 @@
 """The demo: the whole main job on built-in data.
 
-  1. write the built-in corpus (public prose, Python code, synthetic clinical notes and bank records, with
+  1. write the built-in corpus (public prose, one Python codebase, synthetic clinical notes and bank records, with
      their duplication profile: repeated records, form letters, a few subjects with many records)
   2. train the public anchor on the public prose
   3. each data owner trains an expert on its own domain against the frozen anchor; the clinical owner also

@@ -215,6 +215,18 @@ def test_code_is_one_codebase_the_public_domain_never_draws_on(full):
     assert not any(r.id.startswith(f"public/docstring/{CODEBASE}") for r in full["public"])
 
 
+def test_code_without_its_codebase_says_which_package_is_missing(monkeypatch):
+    from flexaudit.data.builtin import code
+
+    monkeypatch.setattr(code, "CODEBASE", "no_such_package")
+    code._code_corpus.cache_clear()
+    try:
+        with pytest.raises(InputError, match="no sources of the no_such_package package at .*train on your own data"):
+            build_domain("code", n_documents=5)
+    finally:
+        code._code_corpus.cache_clear()
+
+
 def test_code_skips_tests_generated_data_and_installed_packages(full):
     files = {_code_file(r) for r in full["code"]}
     for f in files:

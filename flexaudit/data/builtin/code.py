@@ -107,7 +107,7 @@ def _code_records(rel: str, source: str, tree: ast.Module) -> list[BuiltinRecord
 
 
 def _build_code(n_documents: int | None, seed: int) -> list[BuiltinRecord]:
-    return seeded_order(require(_code_corpus(), "code"), n_documents, seed)
+    return seeded_order(require(_code_corpus(), "code", f"sources of the {CODEBASE} package"), n_documents, seed)
 
 
 register(DomainSpec("code", f"Python source code of one codebase (the standard library's {CODEBASE} package)",

@@ -164,10 +164,11 @@ def packed_texts(pieces: Sequence[str], low: int, high: int) -> list[str]:
     return [t for t in texts if len(t) >= MIN_KEEP]
 
 
-def require(records: Sequence[BuiltinRecord], what: str) -> Sequence[BuiltinRecord]:
+def require(records: Sequence[BuiltinRecord], what: str,
+            source: str = "standard-library sources") -> Sequence[BuiltinRecord]:
     if not records:
         raise InputError(
-            f"the {what} domain is empty: this Python has no standard-library sources at {_stdlib_root()};"
+            f"the {what} domain is empty: this Python has no {source} at {_stdlib_root()};"
             " install the full standard library or train on your own data"
         )
     return records

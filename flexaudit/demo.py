@@ -60,6 +60,7 @@ class DemoPlan:
     preset: str
     documents: int  # per domain
     expert_steps: int
+    code_steps: int | None = None  # None: expert_steps (an owner trains as long as its domain needs)
     anchor_steps: int | None = None  # None: the preset's
     expert_lr: float = 1e-2
     holdout_fraction: float = 0.1
@@ -86,6 +87,10 @@ class DemoPlan:
     policy: str | None = None  # None: the shipped default policy
     seed: int = 0
 
+    def steps_for(self, domain: str) -> int:
+        """Steps of the expert of a clean owner's domain (`EXPERT_DOMAINS`)."""
+        return self.code_steps if domain == "code" and self.code_steps is not None else self.expert_steps
+
     @classmethod
     def full(cls) -> "DemoPlan":
         return cls(preset="mini", documents=2000, expert_steps=300)
@@ -95,14 +100,14 @@ class DemoPlan:
         # A longer-trained anchor and shorter experts: the experts learn on what the anchor's frozen attention
         # and embeddings already tell apart (measured on this demo: the clinical and finance experts 50 steps on
         # a 250-step anchor 2.63x and 2.47x better than it, 100 steps on a 150-step anchor 2.01x and 2.23x).
-        # 75 steps, not 50, for the code expert: an anchor that read only prose leaves it the most to learn
-        # (one codebase: 1.93x at 50 steps, 2.00x at 60, 2.08x at 75; clinical 3.14x and finance 2.91x at 75).
+        # The code owner trains 75 steps, not 50: an anchor that read only prose leaves its expert the most to
+        # learn (one codebase: 1.93x better than the anchor after 50 steps, 2.00x after 60, 2.08x after 75).
         # The careless owner: 150 steps leave its dense fine-tune as clearly above the anchor as 200 did (sampled
         # 9 of 33, personal data inferred 0.72 [0.60, 0.81] against the anchor's 0.30 [0.20, 0.41]); 100 did not
         # (sampled 2 of 33, inferred 0.48 [0.37, 0.60])
-        return cls(preset="mini", documents=600, expert_steps=75, anchor_steps=250, dp_steps=15, dp_batch=16,
-                   eval_documents=30, audit_documents=40, audit_extraction=40, audit_samples=2, leaky_steps=150,
-                   policy="quick")
+        return cls(preset="mini", documents=600, expert_steps=50, code_steps=75, anchor_steps=250, dp_steps=15,
+                   dp_batch=16, eval_documents=30, audit_documents=40, audit_extraction=40, audit_samples=2,
+                   leaky_steps=150, policy="quick")
 
 
 @dataclass
@@ -459,7 +464,8 @@ def _submit_owners(work: Jobs, workdir, plan, anchor_dir, data, public_data, pla
         work.submit(d, _train_job, f"[3/{STEPS}] owner {i} of {len(EXPERT_DOMAINS)} trains the {d} expert on "
                     f"{data / f'{d}.jsonl'}", data=data / f"{d}.jsonl", name=d, out=experts[d],
                     subject_field=None if d == "code" else "subject", public_data=public,
-                    home=workdir / "owners" / d, options=_expert_options(plan), **common)
+                    home=workdir / "owners" / d, **common,
+                    options=_expert_options(plan, steps=plan.steps_for(d)))
     work.submit(DP_EXPERT, _train_job, f"[3/{STEPS}] the {DP_DOMAIN} owner trains a differentially private expert "
                 "(target epsilon 8, one patient = one unit)", after=[DP_DOMAIN],
                 data=data / f"{DP_DOMAIN}.jsonl", name=DP_EXPERT, out=experts[DP_EXPERT], subject_field="subject",

@@ -199,7 +199,7 @@ def test_demo_quick(tmp_path):
         assert all(1.0 < v < 1000 for v in row["perplexity"].values())
     rows = {r["label"]: r["perplexity"] for r in report["rows"]}
     for d in ("code", "clinical", "finance"):  # each expert at least 2x on its own domain, even in the quick
-        assert 2 * rows[f"anchor + {d}"][d] < rows["anchor"][d]  # version: issue 14 (measured 2.08x, 3.14x, 2.91x)
+        assert 2 * rows[f"anchor + {d}"][d] < rows["anchor"][d]  # version: issue 14 (measured 2.08x, 2.63x, 2.47x)
     # the extraction table finds the careless owner's records in its dense fine-tune, never in the anchor
     careless = {r["kind"]: r["rates"] for r in report["extraction"]["finance-leaky"]["table"]["rows"]}
     assert careless["anchor"]["FA-EXT-DISC"]["k"] == 0 and careless["dense"]["FA-EXT-DISC"]["k"] > 0

@@ -206,6 +206,7 @@ def test_code_chunks_are_verbatim_slices_that_tile_their_files(full):
         ends = [0] + [b for _, b, _ in chunks]
         starts = [a - 1 for a, _, _ in chunks] + [len(lines)]
         for end, start in zip(ends, starts):
+            assert start >= end, (rel, start + 1)  # chunks never overlap
             gap = "\n".join(lines[end:start]).strip()
             assert len(gap) < MIN_KEEP or all(line in blob for line in gap.split("\n")), (rel, end + 1, start)
 

@@ -674,6 +674,12 @@ def gate_reasons(gate: dict) -> list[tuple[str, str]]:
             [(f"{x['rule_id']} (undecided)", x["message"]) for x in gate.get("undecided", [])])
 
 
+def pool_status(pool: dict, name: str) -> str | None:
+    """What the pool did with an expert (DemoResult.pool): "admitted", "refused", or None when its owner never
+    offered it (the DP expert)."""
+    return "admitted" if name in pool.get("admitted", []) else "refused" if name in pool.get("refused", {}) else None
+
+
 def _reasons(gate: dict) -> str:
     return "; ".join(label for label, _ in gate_reasons(gate)) or "-"
 
@@ -701,8 +707,7 @@ def write_page(path: Path, d: dict) -> None:
     audits = []
     for name, a in d["audits"].items():
         f, pool = a["figures"], d["pool"]
-        status = ("admitted" if name in pool.get("admitted", []) else
-                  "refused" if name in pool.get("refused", {}) else "not offered")
+        status = pool_status(pool, name) or "not offered"
         audits.append({"name": name, "decision": a["gate"]["decision"], "pool": status,
                        "auc": _figure_text(f.get("membership_auc")), "sampled": _figure_text(f.get("sampled_extraction")),
                        "personal": _figure_text(f.get("personal_data_leaked")),

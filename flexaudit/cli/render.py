@@ -52,6 +52,8 @@ def _print_reasons(gate: dict) -> None:
 
 
 def print_demo(result) -> None:
+    from flexaudit.demo import pool_status
+
     table = Table(title="Held-out perplexity per domain (lower is better)")
     table.add_column("model")
     for d in result.domains:
@@ -87,7 +89,7 @@ def print_demo(result) -> None:
                    "personal_data_leaked", "personal_data_inferred")
         for name, a in result.audits.items():
             f = a["figures"]
-            status = "admitted" if name in pool.get("admitted", []) else ("refused" if name in pool.get("refused", {}) else "")
+            status = pool_status(pool, name) or ""
             colour = {"pass": "green", "fail": "red"}.get(a["gate"]["decision"], "yellow")
             leak.add_row(name, *(_figure(f.get(m)) for m in metrics), f"[{colour}]{a['gate']['decision']}[/{colour}]",
                          status)
@@ -97,7 +99,7 @@ def print_demo(result) -> None:
             out.print(f"  refused {name} (exit {why['exit_code']}): {why['reason']}", markup=False)
             _print_reasons(result.audits.get(name, {}).get("gate", {}))
         for name, a in result.audits.items():  # an expert its owner did not offer (the DP one) has a decision too
-            if name not in pool.get("admitted", []) and name not in pool.get("refused", {}) and a["gate"]["decision"] != "pass":
+            if pool_status(pool, name) is None and a["gate"]["decision"] != "pass":
                 out.print(f"  {name}, not offered to the pool: gate {a['gate']['decision']} (exit {a['gate']['exit_code']})",
                           markup=False)
                 _print_reasons(a["gate"])

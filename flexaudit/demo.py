@@ -514,12 +514,13 @@ def _audit_one(workdir, plan, name: str, package: Path, anchor_dir: Path, policy
     rendered = render_report(audit_dir, ("html", "md"))
     gate = run_gate(audit_dir, load_policy(policy_path), package_dir=package)
     atomic_write_json(audit_dir / "gate.json", gate.as_dict())
-    failing = [{"rule_id": f.rule_id, "message": f.message} for f in gate.findings if f.status == "fail"]
-    undecided = [{"rule_id": f.rule_id, "message": f.message} for f in gate.findings if f.status == "inconclusive"]
+    def findings(status: str) -> list[dict]:
+        return [{"rule_id": f.rule_id, "message": f.message} for f in gate.findings if f.status == status]
+
     return {name: {
         "figures": _headline(result.report),
         "gate": {"decision": gate.decision, "exit_code": gate.exit_code, "summary": gate.summary,
-                 "failing": failing, "undecided": undecided},
+                 "failing": findings("fail"), "undecided": findings("inconclusive")},
         "report": str(rendered["html"]),
         "extraction_table": result.report["empirical"].get("extraction_comparison"),
         "seconds": round(time.perf_counter() - began, 1),

@@ -260,8 +260,10 @@ def test_names_are_checked():
 
 
 def sleep_in(path: str, delay: float, *, progress) -> None:
-    with open(path, "w") as fh:
+    # renamed into place: a caller that sees the file exist reads the whole pid, never an empty file
+    with open(f"{path}.tmp", "w") as fh:
         fh.write(str(os.getpid()))
+    os.replace(f"{path}.tmp", path)
     time.sleep(delay)
 
 

@@ -237,7 +237,6 @@ class Router(nn.Module):
         self.bias = RouterBias(cfg.num_experts) if cfg.router_bias and cfg.num_experts > 1 else None
         # Additive logit mask: minus infinity switches an expert off without touching its weights.
         self.register_buffer("logit_mask", torch.zeros(cfg.num_experts), persistent=False)
-        self.masked = False  # any expert masked (FlexOlmo.mask_experts); read without looking at the buffer's device
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         logits = torch.cat([row(x) for row in self.rows], dim=-1)  # (B, T, E)
@@ -270,11 +269,6 @@ class MoE(nn.Module):
         pull on public rows (flexaudit.moe.training), whose gradient reaches expert 1 alone. Computed here, in
         the same call of each expert as its ordinary output and returned as an output, because sharded (FSDP)
         training runs a sharded module once per forward and prepares its backward from its outputs."""
-        if len(self.experts) == 1 and router_only is None and not (drift or self.gate.masked):
-            # the anchor and its dense fine-tunes: a softmax over one logit is exactly 1, so the output is the
-            # expert's bit for bit; the router, its product and the sum cost 5% of a training step (measured on
-            # the demo's anchor, one thread)
-            return self.experts[0](x)
         w = self.routing_weights(x)  # (B, T, E)
         # Every expert runs on every token; unselected ones get weight exactly 0. For the small models this
         # toolkit trains on CPUs, dense compute is faster than gathering tokens per expert.
@@ -390,7 +384,6 @@ class FlexOlmo(nn.Module):
             mask = torch.zeros_like(layer.mlp.gate.logit_mask)
             mask[list(slots)] = float("-inf")
             layer.mlp.gate.logit_mask.copy_(mask)
-            layer.mlp.gate.masked = bool(slots)
 
     # --- conversion to and from the Hugging Face FlexOlmo layout ----------------------------------------
     def _hf_same_name(self) -> dict[str, torch.Tensor]:

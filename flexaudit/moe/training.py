@@ -355,11 +355,6 @@ def train(
     for p in model.parameters():
         if p.requires_grad and p.dtype != torch.float32:
             p.data = p.data.float()
-    if model.config.num_experts == 1:
-        # a router over one expert is a softmax over one logit, 1 whatever its row: the row gets no gradient and
-        # the forward skips it (MoE.forward), so it is frozen here, or data parallelism would wait for its gradient
-        for layer in model.model.layers:
-            layer.mlp.gate.requires_grad_(False)
     net = distributed.data_parallel(model, world, fsdp=fsdp, device=placement.device)  # the model itself in one process
     params = [(n, p) for n, p in distributed.inner(net).named_parameters() if p.requires_grad]
     names = {id(p): n for n, p in params}

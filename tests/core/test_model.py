@@ -113,45 +113,6 @@ def test_next_token_only_is_the_same_loss_and_gradient():
     assert torch.allclose(token_nll(short, ids, mask), token_nll(full, ids, mask), atol=1e-4, rtol=0)
 
 
-def test_one_expert_skips_its_router_bit_for_bit_and_training_freezes_the_row(tmp_path):
-    # the anchor and dense fine-tunes: softmax over one logit is 1, so the shortcut may not change a bit of the
-    # output or of any gradient; a masked expert still goes through the router (its logit decides)
-    from flexaudit.moe.model import causal_lm_loss
-    from flexaudit.moe.training import PackedStream, TrainSettings, train
-
-    model = _pool(1, 1).train()
-    ids = torch.randint(0, 300, (3, 40))
-    mask = torch.ones_like(ids, dtype=torch.bool)
-    results = []
-    for routed in (False, True):
-        for layer in model.model.layers:
-            layer.mlp.gate.masked = routed  # True: the general path (the mask itself stays zero)
-        model.zero_grad(set_to_none=True)
-        loss = causal_lm_loss(model, ids, mask)
-        loss.backward()
-        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
-        results.append((loss.detach(), grads))
-    (short, short_grads), (routed, routed_grads) = results
-    assert torch.equal(short, routed)
-    router = {n for n in routed_grads if ".gate." in n}
-    assert router and all(not routed_grads[n].any() for n in router)  # the row's gradient through a 1-way softmax
-    assert set(short_grads) == set(routed_grads) - router
-    assert all(torch.equal(short_grads[n], routed_grads[n]) for n in short_grads)
-
-    model.mask_experts([0])
-    assert all(layer.mlp.gate.masked for layer in model.model.layers)
-    assert torch.isnan(model(ids)).all()  # the only expert switched off: nothing left to route to, as before
-    model.mask_experts([])
-    assert not model(ids).isnan().any()
-
-    settings = TrainSettings(steps=2, batch_size=2, seq_len=16, lr=1e-3, warmup_steps=1, seed=0)
-    stream = PackedStream([list(range(2, 60))], seq_len=16, batch_size=2, seed=0)
-    train(model, stream, settings, checkpoint_dir=tmp_path / "ckpt", resume=False, identity={"test": 1})
-    rows = [p for n, p in model.named_parameters() if ".gate." in n]
-    assert rows and not any(p.requires_grad for p in rows)
-    assert all(p.requires_grad for n, p in model.named_parameters() if ".gate." not in n)
-
-
 def test_router_bias_is_never_positive():
     model = _pool(2, 2, router_bias=True)
     layer = model.model.layers[0]

@@ -19,12 +19,13 @@ demo's time as a function of the peak measured with each: with two or more runs 
 the fit wall = a + b / peak (least squares; the peak is the mean of the two measured around a run) and its value
 at 110 GFLOP/s.
 
-The ISAs: `avx2` and `sse4.2` cap everything (`sse4.2` sets ATen to its `default` kernels, which have no vector
-code at all: its element-wise work, a third of a training step, runs several times slower than on any CPU with a
-110 GFLOP/s peak, which needs 8-wide vectors: the most pessimistic emulation). `blas-sse4.2` caps only the matrix
-products (MKL and oneDNN at SSE4.2: a peak of 70-90 GFLOP/s on this machine, at or below the reference's) and
-leaves ATen's element-wise kernels at AVX2: a CPU whose arithmetic units are few or slow but whose vector
-instructions are those of the last decade.
+The ISAs: `avx2` and `sse4.2` cap everything. `sse4.2` also sets ATen to its `default` kernels, which have no
+vector code at all, as on a CPU without AVX2 (Sandy or Ivy Bridge reach 110 GFLOP/s on two cores with AVX): the
+element-wise third of a training step runs several times slower (a cross-entropy over the anchor's logits 20.8 ms
+forward and backward, 6.3 ms with this machine's AVX-512 kernels). `blas-sse4.2` caps only the matrix products
+(MKL and oneDNN at SSE4.2: a peak of 60-80 GFLOP/s on this machine, below the reference's) and leaves ATen's
+element-wise kernels at AVX2: a CPU with AVX2 whose arithmetic units are few or slow. Measured on `--quick`
+(session 18): at the same peak the two differ by about 8%.
 """
 
 from __future__ import annotations
@@ -86,11 +87,13 @@ def time_demo(kind: str, isa: str = "native") -> dict:
 def fit_at_reference(runs: list[dict]) -> dict | None:
     """wall = a + b / peak by least squares over runs of one demo (peak: the mean of the two measured around
     each run), and its value at REFERENCE_GFLOPS; None with fewer than two distinct peaks."""
+    if len(runs) < 2:
+        return None
     points = [((r["matmul_gflops_before"] + r["matmul_gflops_after"]) / 2, r["wall_seconds"]) for r in runs]
     xs, ys = [1 / peak for peak, _ in points], [wall for _, wall in points]
     mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
     spread = sum((x - mx) ** 2 for x in xs)
-    if len(points) < 2 or spread == 0:
+    if spread == 0:
         return None
     b = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / spread
     a = my - b * mx

@@ -20,11 +20,12 @@ the fit wall = a + b / peak (least squares; the peak is the mean of the two meas
 at 110 GFLOP/s.
 
 The ISAs: `avx2` and `sse4.2` cap everything. `sse4.2` also sets ATen to its `default` kernels, which have no
-vector code at all, as on a CPU without AVX2 (Sandy or Ivy Bridge reach 110 GFLOP/s on two cores with AVX): the
-element-wise third of a training step runs several times slower (a cross-entropy over the anchor's logits 20.8 ms
-forward and backward, 6.3 ms with this machine's AVX-512 kernels). `blas-sse4.2` caps only the matrix products
-(MKL and oneDNN at SSE4.2: a peak of 60-80 GFLOP/s on this machine, below the reference's) and leaves ATen's
-element-wise kernels at AVX2: a CPU with AVX2 whose arithmetic units are few or slow. Measured on `--quick`
+vector code at all, as on a CPU without AVX2 (Sandy or Ivy Bridge reach 110 GFLOP/s on two cores with AVX). Against
+this machine's AVX-512 kernels, products of two 200k-element tensors (most of a step's element-wise work, bound by
+memory) run 1.2-1.4x slower there, reductions 3-4x, a cross-entropy over the anchor's logits 3.3x (20.8 ms forward
+and backward against 6.3). `blas-sse4.2` caps only the matrix products (MKL and oneDNN at SSE4.2: a peak of 60-80
+GFLOP/s on this machine, below the reference's) and leaves ATen's element-wise kernels at AVX2: a CPU with AVX2
+whose arithmetic units are few or slow. Measured on `--quick`
 (session 18): at the same peak the two differ by about 8%.
 """
 

@@ -25,8 +25,8 @@ this machine's AVX-512 kernels, products of two 200k-element tensors (most of a 
 memory) run 1.2-1.4x slower there, reductions 3-4x, a cross-entropy over the anchor's logits 3.3x (20.8 ms forward
 and backward against 6.3). `blas-sse4.2` caps only the matrix products (MKL and oneDNN at SSE4.2: a peak of 60-80
 GFLOP/s on this machine, below the reference's) and leaves ATen's element-wise kernels at AVX2: a CPU with AVX2
-whose arithmetic units are few or slow. Measured on `--quick`
-(session 18): at the same peak the two differ by about 8%.
+whose arithmetic units are few or slow. Measured on `--quick` (session 18): at the same peak the two differ by
+about 8%.
 """
 
 from __future__ import annotations
@@ -40,6 +40,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+import numpy as np
 
 REFERENCE_GFLOPS = 110.0
 TARGET_SECONDS = {"quick": 90, "full": 360}  # on the reference machine
@@ -88,18 +90,12 @@ def time_demo(kind: str, isa: str = "native") -> dict:
 def fit_at_reference(runs: list[dict]) -> dict | None:
     """wall = a + b / peak by least squares over runs of one demo (peak: the mean of the two measured around
     each run), and its value at REFERENCE_GFLOPS; None with fewer than two distinct peaks."""
-    if len(runs) < 2:
+    inverse_peaks = [2 / (r["matmul_gflops_before"] + r["matmul_gflops_after"]) for r in runs]
+    if len(set(inverse_peaks)) < 2:
         return None
-    points = [((r["matmul_gflops_before"] + r["matmul_gflops_after"]) / 2, r["wall_seconds"]) for r in runs]
-    xs, ys = [1 / peak for peak, _ in points], [wall for _, wall in points]
-    mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
-    spread = sum((x - mx) ** 2 for x in xs)
-    if spread == 0:
-        return None
-    b = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / spread
-    a = my - b * mx
-    return {"isas": [r["isa"] for r in runs], "a_seconds": round(a, 1), "b_gflop": round(b, 1),
-            "seconds_at_110_gflops": round(a + b / REFERENCE_GFLOPS, 1)}
+    b, a = np.polyfit(inverse_peaks, [r["wall_seconds"] for r in runs], 1)
+    return {"isas": [r["isa"] for r in runs], "a_seconds": round(float(a), 1), "b_gflop": round(float(b), 1),
+            "seconds_at_110_gflops": round(float(a + b / REFERENCE_GFLOPS), 1)}
 
 
 def main() -> None:

@@ -514,6 +514,7 @@ def _audit_one(workdir, plan, name: str, package: Path, anchor_dir: Path, policy
     rendered = render_report(audit_dir, ("html", "md"))
     gate = run_gate(audit_dir, load_policy(policy_path), package_dir=package)
     atomic_write_json(audit_dir / "gate.json", gate.as_dict())
+
     def findings(status: str) -> list[dict]:
         return [{"rule_id": f.rule_id, "message": f.message} for f in gate.findings if f.status == status]
 

@@ -1,16 +1,19 @@
-"""Which of the anchor's parameters carry a domain's adaptation: the anchor fine-tuned on one owner's member
-documents with only one group of parameters trained, beside the owner's expert (which trains only its FFN and
-router row, the method's rule) and the dense fine-tune (every parameter). Why the demo's code expert stays below
-2x while the clinical and finance experts pass it (README, Limits).
+"""Which of the anchor's parameters carry what an owner's expert learns: the anchor fine-tuned on one owner's
+member documents with only one group of parameters trained, beside the owner's expert (which trains only its FFN
+and router row, the method's rule) and the dense fine-tune (every parameter).
 
 Each fine-tune repeats the expert's recorded schedule (steps, batch, sequence length, learning rate, warm-up,
 seed) on the expert's member documents, as `flexaudit baseline dense` does, and is scored on the expert's
-held-out documents; the anchor's own perplexity there is the baseline of every ratio. It prints JSON.
+held-out documents (what it learned of the domain; the anchor's own perplexity there is the baseline of every
+ratio) and on its first members (what it memorised: `members_perplexity`, and `held_out_over_members`, the gap
+a membership or extraction attack feeds on). It prints JSON.
 
     python benchmarks/trainable_parts.py --workdir demo-output --domains code clinical > parts.json
+    python benchmarks/trainable_parts.py --workdir demo-output --domains finance-leaky > leaky.json
 
---workdir must hold a finished demo (its anchor and experts are read; nothing there is changed). On 2 CPU cores
-each fine-tune of the quick demo takes 5-10 s.
+The first measured why the code expert stayed below 2x before session 17 and the second which parameters hold
+the careless owner's records (README, Limits). --workdir must hold a finished demo (its anchor and experts are
+read; nothing there is changed). On 2 CPU cores each fine-tune of the quick demo takes 5-10 s.
 """
 
 from __future__ import annotations
@@ -58,21 +61,27 @@ def main() -> None:
         settings = expert_schedule(package.manifest)
         texts = member_texts(local_dir(expert_dir))
         held_out = [d.text for d in load_documents(local_dir(expert_dir) / "holdout.jsonl")][: args.eval_documents]
-        base = perplexity(anchor.model, anchor.tokenizer, held_out).perplexity
-        expert = perplexity(compose(anchor, [package], top_k=2), anchor.tokenizer, held_out).perplexity
-        rows = {"anchor": {"perplexity": round(base, 2)},
-                "expert (FFN and router row, the method)": {"perplexity": round(expert, 2),
-                                                            "anchor_over_it": round(base / expert, 2)}}
+        members = texts[: args.eval_documents]
+
+        def scores(model, base: float | None) -> dict:
+            ppl = perplexity(model, anchor.tokenizer, held_out).perplexity
+            on_members = perplexity(model, anchor.tokenizer, members).perplexity
+            return {"perplexity": round(ppl, 2), **({"anchor_over_it": round(base / ppl, 2)} if base else {}),
+                    "members_perplexity": round(on_members, 2), "held_out_over_members": round(ppl / on_members, 2)}
+
+        rows = {"anchor": scores(anchor.model, None)}
+        base = rows["anchor"]["perplexity"]
+        rows["expert (FFN and router row, the method)"] = scores(compose(anchor, [package], top_k=2), base)
         for part, trains in PARTS.items():
             began = time.perf_counter()
             with tempfile.TemporaryDirectory() as scratch:
                 model, _ = fine_tune(anchor, texts, settings, trainable=trains, checkpoint_dir=Path(scratch),
                                      identity={"benchmark": "trainable_parts", "part": part})
-            ppl = perplexity(model, anchor.tokenizer, held_out).perplexity
-            rows[part] = {"perplexity": round(ppl, 2), "anchor_over_it": round(base / ppl, 2),
+            rows[part] = {**scores(model, base),
                           "trained_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
                           "seconds": round(time.perf_counter() - began, 1)}
         out["domains"][domain] = {"steps": settings.steps, "members": len(texts), "held_out": len(held_out),
+                                  "members_scored": len(members),
                                   "rows": rows}
     out["matmul_peak_gflops"] = {"before": round(peak_before / 1e9, 1), "after": round(matmul_peak(repeats=3) / 1e9, 1)}
     json.dump(out, sys.stdout, indent=2)

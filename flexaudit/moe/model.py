@@ -270,8 +270,10 @@ class MoE(nn.Module):
         the same call of each expert as its ordinary output and returned as an output, because sharded (FSDP)
         training runs a sharded module once per forward and prepares its backward from its outputs."""
         w = self.routing_weights(x)  # (B, T, E)
-        # Every expert runs on every token; unselected ones get weight exactly 0. For the small models this
-        # toolkit trains on CPUs, dense compute is faster than gathering tokens per expert.
+        if not torch.is_grad_enabled() and router_only is None and not drift and self._selects(w):
+            return self._routed(x, w)
+        # In training every expert runs on every token and unselected ones get weight exactly 0: the training
+        # models (top-2 of 2) select every expert, and Opacus' per-sample gradients need whole batches.
         out = torch.zeros_like(x)
         public = []
         for e, expert in enumerate(self.experts):
@@ -288,6 +290,25 @@ class MoE(nn.Module):
             anchor_out = public[0].detach()
             return out, ((public[1] - anchor_out).pow(2).sum(), anchor_out.pow(2).sum())
         return out
+
+    def _selects(self, w: torch.Tensor) -> bool:
+        """Whether some expert gets weight 0 on some token (top-k below the experts, or an expert masked)."""
+        return self.top_k < w.shape[-1] or bool(torch.isinf(self.gate.logit_mask).any())
+
+    def _routed(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        """The same sum as the dense path, each expert run only on the tokens routed to it (inference with
+        top-k below the experts or an expert opted out: the released FlexOlmo-7x7B-1T, top-5 of 7, skips 2 of
+        its 7 FFNs per token, and an opted-out expert is never run). Tokens add their experts' outputs in slot
+        order, as the dense path does. x (B, T, H), w (B, T, E) -> (B, T, H)."""
+        flat, wf = x.reshape(-1, x.shape[-1]), w.reshape(-1, w.shape[-1])  # (N, H), (N, E)
+        out = torch.zeros_like(flat)
+        for e, expert in enumerate(self.experts):
+            idx = wf[:, e].nonzero().squeeze(1)  # (n_e,) tokens routed to expert e
+            if idx.numel() == flat.shape[0]:
+                out = out + wf[:, e : e + 1] * expert(flat)
+            elif idx.numel():
+                out = out.index_add(0, idx, wf[idx, e : e + 1] * expert(flat[idx]))
+        return out.view_as(x)
 
 
 class Block(nn.Module):

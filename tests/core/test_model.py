@@ -51,6 +51,32 @@ def test_removing_an_expert_equals_minus_infinity_logit():
     assert not torch.allclose(masked, full, atol=1e-3)  # the expert did matter
 
 
+@pytest.mark.parametrize("top_k,masked", [(2, []), (4, [2]), (1, [0, 3])])
+def test_inference_runs_each_expert_on_its_routed_tokens_only(top_k, masked):
+    model = _pool(4, top_k)
+    model.mask_experts(masked)
+    ids = torch.randint(0, 300, (3, 40))
+    seen = {}
+    hooks = [layer.mlp.experts[e].register_forward_hook(
+                 lambda mod, inp, out, key=(i, e): seen.__setitem__(key, seen.get(key, 0) + inp[0].shape[-2]))
+             for i, layer in enumerate(model.model.layers) for e in range(4)]
+    routed = [layer.mlp.register_forward_hook(
+                  lambda mod, inp, out, i=i: seen.__setitem__(("w", i), mod.routing_weights(inp[0]).detach()))
+              for i, layer in enumerate(model.model.layers)]
+    with torch.no_grad():
+        sparse = model(ids)
+    for h in hooks + routed:
+        h.remove()
+    with torch.enable_grad():  # training's path: every expert on every token
+        dense = model(ids).detach()
+    assert torch.allclose(sparse, dense, atol=1e-5, rtol=0), (sparse - dense).abs().max()
+    for i in range(2):
+        w = seen[("w", i)].reshape(-1, 4)  # (tokens, experts)
+        for e in range(4):
+            assert seen.get((i, e), 0) == int((w[:, e] != 0).sum())  # masked experts: never run
+    assert all(seen.get((i, e), 0) == 0 for i in range(2) for e in masked)
+
+
 def test_zeroing_a_router_row_is_not_opt_out():
     model = _pool(4, 4)
     ids = torch.randint(0, 300, (2, 40))

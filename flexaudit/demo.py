@@ -73,7 +73,10 @@ class DemoPlan:
     audit_samples: int = 3  # samples per prefix in the sampled attack
     audit_pii_prompts: int = 200  # prompts before personal data (about every occurrence in the careless file)
     leaky_documents: int = 60  # records of the careless owner's file (its customers with the most records)
-    leaky_steps: int = 500
+    # 1,000 steps: the expert alone reproduces members at every seed tried (0-3: 12 of 43, 7 of 42, 5 of 37,
+    # 8 of 42) and infers their personal data 0.30-0.37 above the anchor's rate; at 500 steps 10, 6, 0 and 0,
+    # and 0.13-0.32 above it (the full demo 8.6% longer: 215 s against 198 s, run after run)
+    leaky_steps: int = 1000
     leaky_lr: float = 2e-2
     leaky_holdout: float = 0.3
     leaky_anchor_weight: float = 0.0  # careless: without the pull towards the public expert on public rows

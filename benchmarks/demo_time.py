@@ -18,6 +18,7 @@ peak of an older or narrower CPU while its clock and everything else stay as the
 demo's time as a function of the peak measured with each: with two or more runs of one demo the output has
 the fit wall = a + b / peak (least squares; the peak is the mean of the two measured around a run) and its value
 at 110 GFLOP/s.
+Each run is also printed to stderr as one JSON line when it ends, so a long series interrupted keeps its runs.
 
 The ISAs: `avx2` and `sse4.2` cap everything. `sse4.2` also sets ATen to its `default` kernels, which have no
 vector code at all, as on a CPU without AVX2 (Sandy or Ivy Bridge reach 110 GFLOP/s on two cores with AVX). Against
@@ -106,11 +107,18 @@ def main() -> None:
     args = parser.parse_args()
     kinds = [args.only] if args.only else ["quick", "full"]
     isas = args.isa or ["native"]
-    results = {kind if isas == ["native"] else f"{kind} {isa}": time_demo(kind, isa) for kind in kinds for isa in isas}
+    # read before the runs, so that nothing after them can fail (OMP_NUM_THREADS may be set but empty)
+    threads = os.environ.get("OMP_NUM_THREADS", "")
+    machine = {"python": platform.python_version(), "cpus": os.cpu_count(),
+               "torch_threads": int(threads) if threads.isdigit() and int(threads) > 0 else None}
+    results = {}
+    for kind in kinds:
+        for isa in isas:
+            name = kind if isas == ["native"] else f"{kind} {isa}"
+            results[name] = time_demo(kind, isa)
+            print(json.dumps({name: results[name]}), file=sys.stderr, flush=True)  # each run as it ends
     fits = {kind: fit for kind in kinds
             if (fit := fit_at_reference([r for name, r in results.items() if name.split()[0] == kind]))}
-    machine = {"python": platform.python_version(), "cpus": os.cpu_count(),
-               "torch_threads": int(os.environ.get("OMP_NUM_THREADS", 0)) or None}
     print(json.dumps({"machine": machine, "results": results, **({"fits": fits} if fits else {})}, indent=2))
 
 

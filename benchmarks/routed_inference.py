@@ -5,13 +5,12 @@
                                           [--ffn 1376] [--layers 2] [--tokens 8192] [--repeats 3]
 
 A merged FlexOlmo selects top-k of its experts per token (the released FlexOlmo-7x7B-1T: 5 of 7; the paper's
-8-expert model 4 of 8; reference/flexolmo.md). Training runs every expert on every token (flexaudit.moe.model.MoE: its training
-models are top-2 of 2, and Opacus needs whole batches); inference (evaluation, routing traces, scoring with
-flexaudit's own model) runs each expert on the tokens routed to it. This measures both on one model built from
-a config (random weights, router rows drawn with unit scale so that routing is decisive), under torch.no_grad,
-with and without one expert opted out (best of alternating passes), and checks that both give the same
-logits. The fp32 matmul peak is
-measured in the same run.
+8-expert model 4 of 8; reference/flexolmo.md). Training runs every expert on every token (flexaudit.moe.model.MoE:
+its training models are top-2 of 2, and Opacus needs whole batches); inference (evaluation, routing traces, scoring
+with flexaudit's own model) runs each expert on the tokens routed to it. This measures both on one model built from
+a config (random weights, router rows drawn with unit scale so that routing is decisive; no parameter needs a
+gradient, so neither path builds a graph), with and without one expert opted out (best of alternating passes), and
+checks that both give the same logits. The fp32 matmul peak is measured in the same run.
 """
 
 from __future__ import annotations
@@ -49,7 +48,7 @@ def main() -> None:
     cfg = moe_model.ModelConfig(vocab_size=4096, hidden_size=args.hidden, intermediate_size=args.ffn,
                                 num_layers=args.layers, num_heads=8, max_seq_len=args.seq_len,
                                 num_experts=args.experts, top_k=args.top_k)
-    model = moe_model.FlexOlmo(cfg).to(device).eval()
+    model = moe_model.FlexOlmo(cfg).to(device).eval().requires_grad_(False)
     with torch.no_grad():
         for layer in model.model.layers:
             for row in layer.mlp.gate.rows:
@@ -57,20 +56,16 @@ def main() -> None:
     ids = torch.randint(0, cfg.vocab_size, (max(1, args.tokens // args.seq_len), args.seq_len), device=device)
 
     def forward(every_token: bool) -> tuple[float, torch.Tensor]:
-        selects = moe_model.MoE._selects
-        if every_token:  # the training path's arithmetic, without building a graph
-            moe_model.MoE._selects = lambda self, w: False
-        try:
-            with torch.no_grad():
-                if device.type == "cuda":
-                    torch.cuda.synchronize(device)
-                began = time.perf_counter()
-                logits = model(ids)
-                if device.type == "cuda":
-                    torch.cuda.synchronize(device)
-            return time.perf_counter() - began, logits
-        finally:
-            moe_model.MoE._selects = selects
+        # grad mode on selects the training path (every expert on every token); no parameter needs a gradient,
+        # so no graph is built either way
+        with torch.set_grad_enabled(every_token):
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            began = time.perf_counter()
+            logits = model(ids)
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+        return time.perf_counter() - began, logits
 
     def timed() -> dict[bool, tuple[float, torch.Tensor]]:
         """Best of --repeats passes each way, alternating, so that a busy moment costs both alike."""

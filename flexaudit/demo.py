@@ -73,9 +73,10 @@ class DemoPlan:
     audit_samples: int = 3  # samples per prefix in the sampled attack
     audit_pii_prompts: int = 200  # prompts before personal data (about every occurrence in the careless file)
     leaky_documents: int = 60  # records of the careless owner's file (its customers with the most records)
-    # 1,000 steps: the expert alone reproduces members at every seed tried (0-3: 12 of 43, 7 of 42, 5 of 37,
-    # 8 of 42) and infers their personal data 0.30-0.37 above the anchor's rate; at 500 steps 10, 6, 0 and 0,
-    # and 0.13-0.32 above it (the full demo 8.6% longer: 215 s against 198 s, run after run)
+    # 1,000 steps: the expert alone reproduces members at every seed tried (0-3: 14 of 43, 7 of 42, 6 of 37,
+    # 13 of 42) and infers their personal data 0.29-0.51 above the anchor's rate (session 20's anchor; session
+    # 19's: 12, 7, 5, 8 and 0.30-0.37); at 500 steps (session 18) 10, 6, 0 and 0, and 0.13-0.32 above it (the
+    # full demo 8.6% longer: 215 s against 198 s, run after run)
     leaky_steps: int = 1000
     leaky_lr: float = 2e-2
     leaky_holdout: float = 0.3
@@ -100,15 +101,16 @@ class DemoPlan:
 
     @classmethod
     def quick(cls) -> "DemoPlan":
-        # A longer-trained anchor and shorter experts: the experts learn on what the anchor's frozen attention
-        # and embeddings already tell apart (measured on this demo: the clinical and finance experts 50 steps on
-        # a 250-step anchor 2.63x and 2.47x better than it, 100 steps on a 150-step anchor 2.01x and 2.23x).
-        # The code owner trains 75 steps, not 50: an anchor that read only prose leaves its expert the most to
-        # learn (one codebase: 1.93x better than the anchor after 50 steps, 2.00x after 60, 2.08x after 75).
-        # The careless owner: 150 steps leave its dense fine-tune as clearly above the anchor as 200 did (sampled
-        # 9 of 33, personal data inferred 0.72 [0.60, 0.81] against the anchor's 0.30 [0.20, 0.41]); 100 did not
-        # (sampled 2 of 33, inferred 0.48 [0.37, 0.60])
-        return cls(preset="mini", documents=600, expert_steps=50, code_steps=75, anchor_steps=250, dp_steps=15,
+        # A short anchor and shorter experts: an expert learns on what the frozen anchor's attention and embeddings
+        # already tell apart. Measured on this demo with the anchor's embeddings drawn from N(0, 1) (session 20,
+        # the mini preset's embedding_std): on a 150-step anchor the code expert 2.17x better than it after 50
+        # steps, clinical and finance 3.04x and 3.20x after 40 (3.25x and 3.21x after 50); with the earlier
+        # N(0, 0.02) embeddings a 250-step anchor and 75 code steps gave 2.08x, 2.63x, 2.47x.
+        # The careless owner: 150 steps leave its dense fine-tune clearly above the anchor (sampled 11 of 33,
+        # personal data inferred 0.80 [0.70, 0.88] against the anchor's 0.26 [0.17, 0.37]); 120 steps left its
+        # sampled rate's interval meeting the anchor's (7 of 33, [0.09, 0.39] against [0, 0.11]), and with the
+        # earlier embeddings 100 steps did not (sampled 2 of 33, inferred 0.48 [0.37, 0.60])
+        return cls(preset="mini", documents=600, expert_steps=40, code_steps=50, anchor_steps=150, dp_steps=15,
                    dp_batch=16, eval_documents=30, audit_documents=40, audit_extraction=40, audit_samples=2,
                    leaky_steps=150, policy="quick")
 

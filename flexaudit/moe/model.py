@@ -342,9 +342,12 @@ class Decoder(nn.Module):
 
 
 class FlexOlmo(nn.Module):
-    def __init__(self, cfg: ModelConfig):
+    def __init__(self, cfg: ModelConfig, *, embedding_std: float | None = None):
+        """A model drawn from N(0, 0.02), as OLMo 2 draws every weight; `embedding_std`: its untied token
+        embeddings from N(0, embedding_std) instead (flexaudit.moe.anchor.Preset says why the demo's preset does)."""
         super().__init__()
         self.config = cfg
+        self._embedding_std = 0.02 if embedding_std is None or cfg.tie_word_embeddings else embedding_std
         self.model = Decoder(cfg)
         self.lm_head = nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False)
         if cfg.tie_word_embeddings:
@@ -355,7 +358,8 @@ class FlexOlmo(nn.Module):
         # Not on the meta device (a model about to receive loaded tensors): there normal_ runs torch's Python
         # reference implementation, whose first use imports torch._dynamo (2 s in every process that loads one).
         if isinstance(module, (nn.Linear, nn.Embedding)) and not module.weight.is_meta:
-            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            std = self._embedding_std if isinstance(module, nn.Embedding) else 0.02
+            nn.init.normal_(module.weight, mean=0.0, std=std)
 
     def forward(self, input_ids: torch.Tensor, *, router_only: torch.Tensor | None = None, return_moe_inputs: bool = False,
                 return_public_drift: bool = False, next_token_only: bool = False):

@@ -169,3 +169,24 @@ def test_loading_a_model_and_the_training_module_import_nothing_heavy(tiny_ancho
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["[]", "cpu"]
+
+
+def test_embedding_std_draws_only_the_untied_token_embeddings():
+    """The demo's preset draws its anchor's token embeddings from N(0, 1) (flexaudit.moe.anchor.Preset); every other
+    weight, and embeddings shared with the output head, keep OLMo 2's N(0, 0.02)."""
+    from flexaudit.moe.anchor import PRESETS
+
+    cfg = ModelConfig(vocab_size=512, hidden_size=64, intermediate_size=96, num_layers=2, num_heads=4)
+    torch.manual_seed(0)
+    drawn = FlexOlmo(cfg, embedding_std=1.0)
+    torch.manual_seed(0)
+    plain = FlexOlmo(cfg)
+    assert drawn.model.embed_tokens.weight.std().item() == pytest.approx(1.0, rel=0.05)
+    assert plain.model.embed_tokens.weight.std().item() == pytest.approx(0.02, rel=0.05)
+    for (name, a), (_, b) in zip(drawn.named_parameters(), plain.named_parameters()):
+        if "embed_tokens" not in name:  # the same random stream: only the embeddings differ
+            assert torch.equal(a, b), name
+    tied = FlexOlmo(ModelConfig(vocab_size=512, hidden_size=64, intermediate_size=96, num_layers=2, num_heads=4,
+                                tie_word_embeddings=True), embedding_std=1.0)
+    assert tied.lm_head.weight.std().item() == pytest.approx(0.02, rel=0.05)
+    assert PRESETS["mini"].embedding_std == 1.0 and PRESETS["tiny"].embedding_std is None

@@ -231,6 +231,9 @@ def train_anchor(
             "holdout_documents": len(split.holdout),
             "training": {**asdict(settings), "tokens": result.tokens, "epochs": round(result.epochs, 3),
                          "final_loss": result.final_loss, "seconds": round(result.seconds, 1)},
+            # how the weights were drawn (Preset.embedding_std): anchors of one preset name made before and after
+            # the mini preset's N(0, 1) embeddings can be told apart
+            "initialisation": {"std": 0.02, "token_embeddings_std": p.embedding_std or 0.02},
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "software": software_versions(),
             "dtype": dtype_name(placement.dtype),

@@ -190,3 +190,10 @@ def test_embedding_std_draws_only_the_untied_token_embeddings():
                                 tie_word_embeddings=True), embedding_std=1.0)
     assert tied.lm_head.weight.std().item() == pytest.approx(0.02, rel=0.05)
     assert PRESETS["mini"].embedding_std == 1.0 and PRESETS["tiny"].embedding_std is None
+
+
+def test_an_anchor_records_how_its_weights_were_drawn(tiny_anchor):
+    import json
+
+    provenance = json.loads((tiny_anchor / "anchor.json").read_text())["provenance"]
+    assert provenance["initialisation"] == {"std": 0.02, "token_embeddings_std": 0.02}  # tiny: OLMo 2's draw

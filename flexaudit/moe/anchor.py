@@ -32,7 +32,7 @@ from flexaudit.moe.checkpoint import (
 )
 from flexaudit.moe import distributed
 from flexaudit.moe.device import CPU_FLOAT32, Placement, dtype_name
-from flexaudit.moe.model import FlexOlmo, ModelConfig
+from flexaudit.moe.model import INIT_STD, FlexOlmo, ModelConfig
 from flexaudit.moe.router_init import DEFAULT_ROUTER_INIT, router_rows
 from flexaudit.moe.tokenizer import encode_documents, load_tokenizer, tokenizer_from_json, train_tokenizer
 from flexaudit.moe.training import PackedStream, TrainSettings, train
@@ -233,7 +233,7 @@ def train_anchor(
                          "final_loss": result.final_loss, "seconds": round(result.seconds, 1)},
             # how the weights were drawn (Preset.embedding_std): anchors of one preset name made before and after
             # the mini preset's N(0, 1) embeddings can be told apart
-            "initialisation": {"std": 0.02, "token_embeddings_std": p.embedding_std or 0.02},
+            "initialisation": {"std": INIT_STD, "token_embeddings_std": model.embedding_std},
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "software": software_versions(),
             "dtype": dtype_name(placement.dtype),

@@ -341,13 +341,17 @@ class Decoder(nn.Module):
         self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
 
 
+INIT_STD = 0.02  # OLMo 2 draws every weight from N(0, 0.02)
+
+
 class FlexOlmo(nn.Module):
     def __init__(self, cfg: ModelConfig, *, embedding_std: float | None = None):
-        """A model drawn from N(0, 0.02), as OLMo 2 draws every weight; `embedding_std`: its untied token
-        embeddings from N(0, embedding_std) instead (flexaudit.moe.anchor.Preset says why the demo's preset does)."""
+        """A model drawn from N(0, INIT_STD), as OLMo 2 draws every weight; `embedding_std`: its untied token
+        embeddings from N(0, embedding_std) instead (flexaudit.moe.anchor.Preset says why the demo's preset does).
+        `self.embedding_std` is the std the embeddings were drawn from."""
         super().__init__()
         self.config = cfg
-        self._embedding_std = 0.02 if embedding_std is None or cfg.tie_word_embeddings else embedding_std
+        self.embedding_std = INIT_STD if embedding_std is None or cfg.tie_word_embeddings else embedding_std
         self.model = Decoder(cfg)
         self.lm_head = nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False)
         if cfg.tie_word_embeddings:
@@ -358,7 +362,7 @@ class FlexOlmo(nn.Module):
         # Not on the meta device (a model about to receive loaded tensors): there normal_ runs torch's Python
         # reference implementation, whose first use imports torch._dynamo (2 s in every process that loads one).
         if isinstance(module, (nn.Linear, nn.Embedding)) and not module.weight.is_meta:
-            std = self._embedding_std if isinstance(module, nn.Embedding) else 0.02
+            std = self.embedding_std if isinstance(module, nn.Embedding) else INIT_STD
             nn.init.normal_(module.weight, mean=0.0, std=std)
 
     def forward(self, input_ids: torch.Tensor, *, router_only: torch.Tensor | None = None, return_moe_inputs: bool = False,
